@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import warnings
 
+import authlib.deprecate  # installs authlib's "always" filter; ours below must come after it
+
 with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
+    warnings.simplefilter("ignore", authlib.deprecate.AuthlibDeprecationWarning)
     from authlib.jose import JoseError, JsonWebKey, JsonWebToken, KeySet
 
 __all__ = ["JoseError", "JsonWebKey", "JsonWebToken", "KeySet"]

@@ -1,0 +1,158 @@
+"""The demo tenant of the local stack: API keys, a JWT, a ScaiDrive share, curl examples."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from scaidevstack.stack.components import PORTS
+
+TENANT = "tnt_demo"
+USER = "usr_demo"
+
+
+def _run(argv: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(argv, env=env, check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def create_api_key(module: str, env: dict[str, str]) -> str:
+    """``python -m <module> apikeys create`` for the demo admin; returns the key."""
+    out = _run(
+        [
+            sys.executable,
+            "-m",
+            module,
+            "apikeys",
+            "create",
+            "--tenant",
+            TENANT,
+            "--user",
+            USER,
+            "--role",
+            "tenant_admin",
+            "--name",
+            "make run demo",
+        ],
+        env,
+    )
+    return str(json.loads(out)["key"])
+
+
+def mint_jwt(state_dir: Path, env: dict[str, str]) -> str:
+    """A demo user JWT with the ScaiDrive scopes, minted by dev ScaiKey's CLI."""
+    return _run(
+        [
+            sys.executable,
+            "-m",
+            "scaidevstack",
+            "scaikey",
+            "mint",
+            "--state-dir",
+            str(state_dir),
+            "--tenant",
+            TENANT,
+            "--user",
+            USER,
+            "--role",
+            "tenant_admin",
+            "--scope",
+            "files:read files:write",
+            "--email",
+            "demo@example.test",
+            "--ttl",
+            "86400",
+        ],
+        env,
+    )
+
+
+def ensure_share(state_dir: Path, env: dict[str, str]) -> None:
+    """Create the ScaiDrive share ``Demo`` owned by the demo user once."""
+    data_dir = str(state_dir / "scaidrive")
+    listing = _run(
+        [
+            sys.executable,
+            "-m",
+            "scaidevstack",
+            "scaidrive",
+            "share",
+            "list",
+            "--data-dir",
+            data_dir,
+        ],
+        env,
+    )
+    if '"Demo"' in listing:
+        return
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "scaidevstack",
+            "scaidrive",
+            "share",
+            "create",
+            "--data-dir",
+            data_dir,
+            "--tenant",
+            TENANT,
+            "--name",
+            "Demo",
+            "--member",
+            f"{USER}:owner",
+        ],
+        env,
+    )
+
+
+def write_credentials(path: Path, echo_key: str, speak_key: str, jwt: str) -> None:
+    """``.devstack/credentials.env`` with the base URLs and demo credentials."""
+    path.write_text(
+        "\n".join(
+            [
+                f"SCAIECHO_URL=http://127.0.0.1:{PORTS['scaiecho']}",
+                f"SCAISPEAK_URL=http://127.0.0.1:{PORTS['scaispeak']}",
+                f"SCAI_DEMO_API_KEY={echo_key}",
+                f"SCAI_DEMO_SCAIECHO_API_KEY={echo_key}",
+                f"SCAI_DEMO_SCAISPEAK_API_KEY={speak_key}",
+                f"SCAI_DEMO_JWT={jwt}",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    path.chmod(0o600)
+
+
+def instructions(credentials: Path) -> str:
+    """The commands printed once the stack is up."""
+    return f"""
+The local stack is up. Load the demo credentials into your shell:
+
+  set -a; . {credentials}; set +a
+
+Readiness of both services (no token needed):
+  curl -s $SCAIECHO_URL/readyz
+  curl -s $SCAISPEAK_URL/readyz
+
+The API documents itself (OpenAPI and a docs page):
+  curl -s $SCAIECHO_URL/v1/modules/scaiecho/openapi.json | head -c 300; echo
+  open $SCAIECHO_URL/v1/modules/scaiecho/docs
+
+Authentication: an sgk_ API key and a ScaiKey JWT both work; no token is a 401 envelope:
+  curl -s $SCAIECHO_URL/v1/modules/scaiecho/transcribe -X POST
+  curl -s -H "Authorization: Bearer $SCAI_DEMO_SCAIECHO_API_KEY" $SCAIECHO_URL/v1/modules/scaiecho/nope
+  curl -s -H "Authorization: Bearer $SCAI_DEMO_JWT" $SCAISPEAK_URL/v1/modules/scaispeak/nope
+
+Metrics:
+  curl -s $SCAIECHO_URL/metrics | grep scaiecho_http_requests_total
+
+API keys and budgets (per service):
+  uv run python -m scaiecho apikeys list --tenant tnt_demo
+  uv run python -m scaiecho budgets set --tenant tnt_demo --period month --unit audio_ms --amount 3600000
+
+Logs are in .devstack/logs/. Press Ctrl-C to stop (or `make stop` after DETACH=1).
+"""
