@@ -144,7 +144,8 @@ The API documents itself (OpenAPI and a docs page):
 
 Authentication: an sgk_ API key and a ScaiKey JWT both work; no token is a 401 envelope:
   curl -s $SCAIECHO_URL/v1/modules/scaiecho/transcribe -X POST
-  curl -s -H "Authorization: Bearer $SCAI_DEMO_SCAIECHO_API_KEY" $SCAIECHO_URL/v1/modules/scaiecho/nope
+  curl -s -H "Authorization: Bearer $SCAI_DEMO_SCAIECHO_API_KEY" \\
+       $SCAIECHO_URL/v1/modules/scaiecho/nope
   curl -s -H "Authorization: Bearer $SCAI_DEMO_JWT" $SCAISPEAK_URL/v1/modules/scaispeak/nope
 
 Metrics:
@@ -152,7 +153,8 @@ Metrics:
 
 API keys and budgets (per service):
   uv run python -m scaiecho apikeys list --tenant tnt_demo
-  uv run python -m scaiecho budgets set --tenant tnt_demo --period month --unit audio_ms --amount 3600000
+  uv run python -m scaiecho budgets set --tenant tnt_demo --period month \\
+       --unit audio_ms --amount 3600000
 
 Logs are in .devstack/logs/. Press Ctrl-C to stop (or `make stop` after DETACH=1).
 """

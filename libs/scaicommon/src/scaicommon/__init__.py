@@ -1,1 +1,3 @@
-"""Package."""
+"""scaicommon: the library ScaiEcho and ScaiSpeak share."""
+
+__version__ = "0.1.0"

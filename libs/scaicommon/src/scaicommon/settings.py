@@ -186,6 +186,17 @@ class CommonSettings(msgspec.Struct, kw_only=True):
     warm_registry_ttl_s: float = 86400.0
     currency: str = "EUR"
     cors_allow_origins: list[str] = msgspec.field(default_factory=list)
+    preflight_min_duration_s: float = 3.0
+    preflight_max_duration_s: float = 60.0
+    preflight_min_voice_activity_ratio: float = 0.5
+    preflight_max_peak_dbfs: float = -1.0
+    preflight_min_snr_db: float = 15.0
+    preflight_min_sample_rate: int = 8000
+    preflight_max_sample_rate: int = 48000
+    consent_min_duration_s: float = 3.0
+    consent_max_duration_s: float = 60.0
+    consent_min_voice_activity_ratio: float = 0.3
+    webrtc_ice_servers: str = "[]"
 
     # ----- derived values -------------------------------------------------------------
 

@@ -1,1 +1,3 @@
-"""Package."""
+"""ScaiSpeak: the text-to-speech service."""
+
+__version__ = "0.1.0"

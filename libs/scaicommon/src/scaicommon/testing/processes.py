@@ -56,6 +56,7 @@ class ManagedProcess:
         python: bool = True,
         cwd: str | Path | None = None,
         name: str = "process",
+        log_path: Path | None = None,
     ) -> None:
         self.args = [sys.executable, *args] if python else list(args)
         self.env = {**os.environ, **(env or {})}
@@ -64,7 +65,7 @@ class ManagedProcess:
         self.timeout = timeout
         self.cwd = cwd
         self.name = name
-        self.log_path = Path(tempfile.mkstemp(prefix=f"scai-{name}-", suffix=".log")[1])
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix=f"scai-{name}-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ManagedProcess:
@@ -105,6 +106,11 @@ class ManagedProcess:
     def output(self) -> str:
         """Everything the process has written so far."""
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid (also its process-group id), once started."""
+        return self.proc.pid if self.proc is not None else None
 
     @property
     def running(self) -> bool:

@@ -55,7 +55,8 @@ def fresh_database(admin_dsn: str) -> Iterator[str]:
             )
 
 
-def _pg_bin(tool: str) -> str:
+def pg_binary(tool: str) -> str:
+    """Path of a PostgreSQL server binary (newest installed version first)."""
     found = shutil.which(tool)
     candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"), reverse=True)
     if candidates:
@@ -77,13 +78,13 @@ def start_local_postgres() -> Iterator[str]:
         shutil.chown(root, user="postgres")
         prefix = ["runuser", "-u", "postgres", "--"]
     subprocess.run(
-        [*prefix, _pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        [*prefix, pg_binary("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
         check=True,
         capture_output=True,
     )
     opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
     subprocess.run(
-        [*prefix, _pg_bin("pg_ctl"), "-D", str(data), "-o", opts, "-w", "start", "-l", str(root / "log")],
+        [*prefix, pg_binary("pg_ctl"), "-D", str(data), "-o", opts, "-w", "start", "-l", str(root / "log")],
         check=True,
         capture_output=True,
     )
@@ -91,7 +92,7 @@ def start_local_postgres() -> Iterator[str]:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
-            [*prefix, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            [*prefix, pg_binary("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
             capture_output=True,
         )
         shutil.rmtree(root, ignore_errors=True)
