@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import httpx
@@ -169,8 +170,13 @@ async def test_openai_routes_use_openai_error_shape(client: httpx.AsyncClient) -
 
 async def test_streamed_body_failure_is_cut_not_rewritten() -> None:
     sent: list[dict[str, object]] = []
+    requested = False
 
     async def receive() -> dict[str, object]:
+        nonlocal requested
+        if requested:
+            await asyncio.Event().wait()  # no disconnect: the client stays
+        requested = True
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message: dict[str, object]) -> None:
