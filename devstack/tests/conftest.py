@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from scaidevstack.scaikey import KeyStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from scaidevstack.jwtcheck import TokenError, unverified_claims, unverified_header, verify_jwt
 from scaidevstack.scaikey import (
     KeyStore,

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from scaidevstack.scaikey import KeyStore, build_user_claims, generate_signing_key
 
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from scaidevstack._jose import JsonWebKey, JsonWebToken
 from scaidevstack.jwtcheck import unverified_header
 from scaidevstack.scaikey import KeyStore, build_user_claims, generate_signing_key

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
+
 from scaicommon.apikeys import ApiKeyStore, add_apikeys_parser, run_apikeys
 from scaicommon.auth import Authenticator
 from scaicommon.errors import ScaiError

@@ -11,6 +11,7 @@ import pytest
 import structlog
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
+
 from scaicommon.audit import AuditWriter, ErasureAuditWriter, check_action
 from scaicommon.errors import ScaiError
 from scaicommon.principal import ModulePermissions, Principal

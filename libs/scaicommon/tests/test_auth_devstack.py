@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
 from scaicommon.auth import Authenticator
 from scaicommon.errors import ScaiError
 from scaicommon.principal import ModulePermissions

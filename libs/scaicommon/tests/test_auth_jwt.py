@@ -20,6 +20,13 @@ import structlog
 import websockets
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.exceptions import ConnectionClosed
+
 from scaicommon.auth import Authenticator, ws_authenticate
 from scaicommon.errors import ScaiError
 from scaicommon.jwks import JwksCache
@@ -33,12 +40,6 @@ from scaidevstack.scaikey.keys import (
     sign_hs256,
 )
 from scaidevstack.scaikey.tokens import build_user_claims
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
-from websockets.exceptions import ConnectionClosed
 
 ISSUER = "https://scaikey.example.test"
 ECHO = ModulePermissions(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from starlette.datastructures import Headers, QueryParams
+
 from scaicommon.auth import (
     apply_tenant_header,
     check_external_ids,
@@ -16,7 +18,6 @@ from scaicommon.errors import ScaiError
 from scaicommon.jwt_verify import issuer_matches, map_claims
 from scaicommon.principal import BUILTIN_ROLES, ModulePermissions, Principal
 from scaicommon.scaigrid import ShapeMismatch, parse_me
-from starlette.datastructures import Headers, QueryParams
 
 # The contract's key sets (platform §4.8), spelled out here rather than imported.
 ECHO = ModulePermissions(

@@ -15,18 +15,19 @@ import pytest
 import websockets
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
-from scaicommon.auth import Authenticator, ws_authenticate
-from scaicommon.errors import ScaiError
-from scaicommon.principal import ModulePermissions
-from scaicommon.scaigrid import ScaiGridClient
-from scaidevstack.scaikey.keys import KeyStore
-from scaidevstack.scaikey.tokens import build_user_claims
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.exceptions import ConnectionClosed
+
+from scaicommon.auth import Authenticator, ws_authenticate
+from scaicommon.errors import ScaiError
+from scaicommon.principal import ModulePermissions
+from scaicommon.scaigrid import ScaiGridClient
+from scaidevstack.scaikey.keys import KeyStore
+from scaidevstack.scaikey.tokens import build_user_claims
 
 ISSUER = "https://scaikey.example.test"
 SPEAK = ModulePermissions(

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
+
 from scaicommon.budgets_cli import add_budgets_parser, run_budgets
 from scaicommon.errors import ScaiError
 from scaicommon.periods import period_end, seconds_until_end

@@ -139,8 +139,13 @@ async def test_error_codes(client: httpx.AsyncClient) -> None:
     r = await client.get("/limited")
     body = assert_error(r, 429, "RATE_LIMITED")
     assert r.headers["retry-after"] == "7"
-    assert body["error"] == {"code": "RATE_LIMITED", "message": "slow down", "retry_after": 7,
-                             "limit_level": "user", "limit": 3}
+    assert body["error"] == {
+        "code": "RATE_LIMITED",
+        "message": "slow down",
+        "retry_after": 7,
+        "limit_level": "user",
+        "limit": 3,
+    }
     body = assert_error(await client.get("/boom"), 500, "INTERNAL_ERROR")
     assert body["error"]["message"] == "internal error"  # type: ignore[index]
 
@@ -148,11 +153,15 @@ async def test_error_codes(client: httpx.AsyncClient) -> None:
 async def test_validation_errors_name_fields(client: httpx.AsyncClient) -> None:
     r = await client.post("/body", json={"inner": {"langauge_hint": "en"}})
     body = assert_error(r, 422, "VALIDATION_ERROR")
-    assert body["error"]["details"] == [{"field": "inner.langauge_hint", "message": "unknown field"}]  # type: ignore[index]
+    assert body["error"]["details"] == [
+        {"field": "inner.langauge_hint", "message": "unknown field"}
+    ]  # type: ignore[index]
     r = await client.post("/body", json={"inner": {"language_hint": "en", "count": "1"}})
     body = assert_error(r, 422, "VALIDATION_ERROR")
     assert body["error"]["details"][0]["field"] == "inner.count"  # type: ignore[index]
-    r = await client.post("/body", content=b'{"inner":', headers={"content-type": "application/json"})
+    r = await client.post(
+        "/body", content=b'{"inner":', headers={"content-type": "application/json"}
+    )
     body = assert_error(r, 422, "VALIDATION_ERROR")
     assert body["error"]["details"][0]["field"] == "body"  # type: ignore[index]
     r = await client.post("/body", content=b"x", headers={"content-type": "text/plain"})
@@ -164,8 +173,14 @@ async def test_validation_errors_name_fields(client: httpx.AsyncClient) -> None:
 async def test_openai_routes_use_openai_error_shape(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/modules/scaitest/v1/audio/x", json={"nope": 1})
     assert r.status_code == 400
-    assert r.json() == {"error": {"message": "unknown field 'nope'", "type": "invalid_request_error",
-                                  "param": "nope", "code": "VALIDATION_ERROR"}}
+    assert r.json() == {
+        "error": {
+            "message": "unknown field 'nope'",
+            "type": "invalid_request_error",
+            "param": "nope",
+            "code": "VALIDATION_ERROR",
+        }
+    }
 
 
 async def test_streamed_body_failure_is_cut_not_rewritten() -> None:
@@ -182,9 +197,19 @@ async def test_streamed_body_failure_is_cut_not_rewritten() -> None:
     async def send(message: dict[str, object]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "GET", "path": "/stream", "raw_path": b"/stream",
-             "query_string": b"", "headers": [], "root_path": "", "scheme": "http",
-             "server": ("test", 80), "client": ("127.0.0.1", 1), "http_version": "1.1"}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/stream",
+        "raw_path": b"/stream",
+        "query_string": b"",
+        "headers": [],
+        "root_path": "",
+        "scheme": "http",
+        "server": ("test", 80),
+        "client": ("127.0.0.1", 1),
+        "http_version": "1.1",
+    }
     await CatchAllMiddleware(APP.router)(scope, receive, send)  # type: ignore[arg-type]
     starts = [m for m in sent if m["type"] == "http.response.start"]
     assert len(starts) == 1 and starts[0]["status"] == 200

@@ -31,8 +31,15 @@ def test_ulid_alphabet_is_crockford() -> None:
 
 @pytest.mark.parametrize(
     ("value", "ok"),
-    [("tnt_demo", True), ("usr.a@b-c", True), ("a:b", False), ("", False), ("_x", False),
-     ("x" * 128, True), ("x" * 129, False)],
+    [
+        ("tnt_demo", True),
+        ("usr.a@b-c", True),
+        ("a:b", False),
+        ("", False),
+        ("_x", False),
+        ("x" * 128, True),
+        ("x" * 129, False),
+    ],
 )
 def test_external_ids(value: str, ok: bool) -> None:
     assert is_valid_external_id(value) is ok

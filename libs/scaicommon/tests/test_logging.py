@@ -27,8 +27,9 @@ def test_log_lines_carry_context_and_never_tokens() -> None:
     configure_logging("scaiecho", "0.1.0", fmt="json", stream=stream)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id="req_1")
-    structlog.get_logger("t").info("event_x", path=f"/a?token={JWT}", authorization=f"Bearer {KEY}",
-                                   nested={"k": KEY})
+    structlog.get_logger("t").info(
+        "event_x", path=f"/a?token={JWT}", authorization=f"Bearer {KEY}", nested={"k": KEY}
+    )
     import logging
 
     logging.getLogger("hypercorn.error").warning("client sent %s", KEY)

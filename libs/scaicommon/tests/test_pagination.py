@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+
 from scaicommon.errors import ScaiError
 from scaicommon.pagination import (
     FilterSpec,

@@ -14,6 +14,7 @@ import pytest
 from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
+
 from scaicommon.errors import ScaiError
 from scaicommon.ids import new_id
 from scaicommon.policy import (

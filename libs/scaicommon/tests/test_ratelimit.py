@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
+
 from scaicommon.errors import ScaiError
 from scaicommon.ratelimit import RateLimiter, StreamSlots
 from scaicommon.testing.services import LocalRedis
-from structlog.testing import capture_logs
 
 MODULE = "scaiecho"
 ULID_RE = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")

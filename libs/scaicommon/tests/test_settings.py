@@ -57,7 +57,10 @@ def test_required_and_cross_field_checks() -> None:
     s = EchoSettings.from_env({}, dotenv=None)
     with pytest.raises(SettingsError) as info:
         s.require("database_url", "redis_url")
-    assert info.value.problems == ["SCAIECHO_DATABASE_URL: required", "SCAIECHO_REDIS_URL: required"]
+    assert info.value.problems == [
+        "SCAIECHO_DATABASE_URL: required",
+        "SCAIECHO_REDIS_URL: required",
+    ]
     with pytest.raises(SettingsError) as info:
         EchoSettings.from_env({"SCAIECHO_NODE_WARN_AFTER_S": "50"}, dotenv=None)
     assert info.value.problems[0].startswith("SCAIECHO_NODE_WARN_AFTER_S")
@@ -73,7 +76,10 @@ def test_dotenv_is_read_and_environment_wins(tmp_path: Path) -> None:
 
 def test_derived_scaikey_urls_and_public_dict() -> None:
     s = SpeakSettings.from_env(
-        {"SCAISPEAK_SCAIKEY_BASE_URL": "http://127.0.0.1:8091/", "SCAISPEAK_SCAIKEY_CLIENT_SECRET": "x"},
+        {
+            "SCAISPEAK_SCAIKEY_BASE_URL": "http://127.0.0.1:8091/",
+            "SCAISPEAK_SCAIKEY_CLIENT_SECRET": "x",
+        },
         dotenv=None,
     )
     assert s.jwks_url == "http://127.0.0.1:8091/api/v1/platform/.well-known/jwks.json"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from scaicommon.storage import ObjectNotFound, ObjectStore, StorageError
 from scaicommon.testing.processes import free_port
 from scaicommon.testing.services import S3Endpoint

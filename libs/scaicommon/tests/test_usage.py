@@ -11,6 +11,7 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
+
 from scaicommon.periods import (
     period_bounds,
     period_end,

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from scaicommon.testing import ManagedProcess
-
 from scaidevstack.stack import deps
 from scaidevstack.stack.components import PORTS, Endpoints, components, inherited_env, service_env
 from scaidevstack.stack.demo import (

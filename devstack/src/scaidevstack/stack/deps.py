@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import redis
 from psycopg import sql
+
 from scaicommon.testing import ManagedProcess
 from scaicommon.testing.services import pg_binary
 

@@ -147,6 +147,31 @@ def _db_unavailable(exc: BaseException) -> ScaiError:
     return service_unavailable("the credential store is unavailable")
 
 
+REVOCATION_CHANNEL = "scai_apikey_revoked"
+
+
+def forget_key(key_id: str) -> None:
+    """Drop ``key_id`` from the lookup cache of every store in this process."""
+    for store in builtins.list(ApiKeyStore._stores):
+        store._cache.discard_where(lambda record: record.id == key_id)
+
+
+async def follow_revocations(dsn: str, *, retry_s: float = 2.0) -> None:
+    """Listen for revocations made by any process (the CLI included) until cancelled.
+
+    While the listener is disconnected the 5 s lookup cache still bounds the delay.
+    """
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(REVOCATION_CHANNEL)))
+                async for note in conn.notifies():
+                    forget_key(note.payload)
+        except (psycopg.Error, OSError) as exc:
+            log.warning("apikey_revocation_listener_down", error=type(exc).__name__)
+            await asyncio.sleep(retry_s)
+
+
 class ApiKeyStore:
     """The ``api_keys`` table of one service schema, with the in-process lookup cache.
 
@@ -238,8 +263,16 @@ class ApiKeyStore:
         return [ApiKeyRecord.from_row(r) for r in rows]
 
     async def revoke(self, key_id: str) -> ApiKeyRecord | None:
-        """Set ``revoked_at`` (kept when already set); ``None`` for an unknown id."""
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        """Set ``revoked_at`` (kept when already set); ``None`` for an unknown id.
+
+        Every process following :func:`follow_revocations` drops the key from its cache at
+        once (Postgres ``NOTIFY``), so a revocation does not wait for the 5 s cache.
+        """
+        async with (
+            self._pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
             await cur.execute(
                 sql.SQL(
                     "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = %s"
@@ -248,8 +281,9 @@ class ApiKeyStore:
                 (key_id,),
             )
             row = await cur.fetchone()
-        for store in builtins.list(ApiKeyStore._stores):
-            store._cache.discard_where(lambda record: record.id == key_id)
+            if row is not None:
+                await cur.execute("SELECT pg_notify(%s, %s)", (REVOCATION_CHANNEL, key_id))
+        forget_key(key_id)
         return None if row is None else ApiKeyRecord.from_row(row)
 
     async def lookup_hash(self, key_hash: str) -> ApiKeyRecord | None:

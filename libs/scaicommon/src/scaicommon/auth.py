@@ -333,12 +333,13 @@ async def ws_authenticate(
     *,
     permission: str | None,
     request_id: str,
-    on_failure: Callable[[ScaiError], Awaitable[None]] | None = None,
+    on_failure: Callable[[ScaiError], Awaitable[ScaiError | None]] | None = None,
 ) -> Principal | None:
     """§4.10 steps 1–3: accept, authenticate, check ``permission``.
 
     On failure calls ``on_failure`` (for example to count a failed authentication against the
-    client IP), sends the ``error`` frame, closes (4401, 4403 or 1011) and returns ``None``.
+    client IP; it may return a replacement error such as ``RATE_LIMITED``), sends the ``error``
+    frame, closes (4401, 4403, 4429 or 1011) and returns ``None``.
     """
     try:
         await websocket.accept()
@@ -352,9 +353,10 @@ async def ws_authenticate(
         if permission is not None:
             principal.require(permission)
     except ScaiError as exc:
+        error = exc
         if on_failure is not None:
-            await on_failure(exc)
-        await send_error_and_close(websocket, exc, request_id=request_id)
+            error = await on_failure(exc) or exc
+        await send_error_and_close(websocket, error, request_id=request_id)
         return None
     except Exception:
         log.exception("ws_authenticate_failed")

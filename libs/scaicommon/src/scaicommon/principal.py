@@ -12,7 +12,14 @@ from scaicommon.errors import ScaiError
 AuthKind = Literal["api_key", "jwt", "service"]
 
 BUILTIN_ROLES = frozenset(
-    {"super_admin", "partner_admin", "tenant_admin", "partner_viewer", "tenant_viewer", "tenant_user"}
+    {
+        "super_admin",
+        "partner_admin",
+        "tenant_admin",
+        "partner_viewer",
+        "tenant_viewer",
+        "tenant_user",
+    }
 )
 _ALL_KEY_ROLES = frozenset({"super_admin", "partner_admin", "tenant_admin"})
 _VIEWER_ROLES = frozenset({"partner_viewer", "tenant_viewer"})
@@ -104,6 +111,8 @@ class Principal:
             raise ScaiError(
                 "VALIDATION_ERROR",
                 "this route needs a tenant: send X-Tenant-ID",
-                details=[{"field": "X-Tenant-ID", "message": "required for a principal without a tenant"}],
+                details=[
+                    {"field": "X-Tenant-ID", "message": "required for a principal without a tenant"}
+                ],
             )
         return self.tenant_id

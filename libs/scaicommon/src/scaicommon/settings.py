@@ -258,7 +258,9 @@ class CommonSettings(msgspec.Struct, kw_only=True):
         if self.log_format not in ("", "json", "console"):
             out.append(f'{prefix}_LOG_FORMAT: expected json or console, got "{self.log_format}"')
         if self.log_level not in ("debug", "info", "warning", "error"):
-            out.append(f'{prefix}_LOG_LEVEL: expected debug|info|warning|error, got "{self.log_level}"')
+            out.append(
+                f'{prefix}_LOG_LEVEL: expected debug|info|warning|error, got "{self.log_level}"'
+            )
         if self.default_allowed_backends not in ("", "A", "B", "AB", "BA"):
             out.append(f"{prefix}_DEFAULT_ALLOWED_BACKENDS: expected A, B, AB or BA")
         if self.default_backend not in ("", "A", "B"):
@@ -267,7 +269,9 @@ class CommonSettings(msgspec.Struct, kw_only=True):
 
     def require(self, *names: str) -> None:
         """Raise :class:`SettingsError` naming every listed field that is empty."""
-        missing = [f"{self.ENV_PREFIX}_{n.upper()}: required" for n in names if not getattr(self, n)]
+        missing = [
+            f"{self.ENV_PREFIX}_{n.upper()}: required" for n in names if not getattr(self, n)
+        ]
         if missing:
             raise SettingsError(missing)
 

@@ -27,7 +27,7 @@ def check_schema_name(schema: str) -> str:
 
 
 async def open_pool(
-    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0
+    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10, wait_s: float = 10.0
 ) -> AsyncConnectionPool:
     """Open a psycopg pool whose connections use ``schema`` as their search path."""
     check_schema_name(schema)
@@ -37,7 +37,7 @@ async def open_pool(
         max_size=max_size,
         kwargs={"options": f"-c search_path={schema}", "autocommit": True},
         open=False,
-        timeout=timeout,
+        timeout=wait_s,
     )
     await pool.open(wait=False)
     return pool
@@ -62,9 +62,7 @@ def _migration_files(directory: Traversable) -> list[tuple[str, Traversable]]:
     return sorted(files, key=lambda item: item[0])
 
 
-async def migrate(
-    dsn: str, schema: str, sources: Sequence[tuple[str, Traversable]]
-) -> list[str]:
+async def migrate(dsn: str, schema: str, sources: Sequence[tuple[str, Traversable]]) -> list[str]:
     """Apply ``NNN_*.sql`` files of each ``(source, directory)`` in order; return applied ids.
 
     Runs under a Postgres advisory lock, so two processes migrating at once apply each

@@ -6,6 +6,7 @@ when a Docker engine answers, else from local binaries started in a temporary di
 S3 is a MinIO container when Docker answers, else ``moto_server`` on 127.0.0.1.
 """
 
+from scaicommon.testing.devstack import DevServer, start_scaidrive, start_scaikey
 from scaicommon.testing.processes import ManagedProcess, free_port, wait_http
 from scaicommon.testing.services import (
     LocalRedis,
@@ -16,6 +17,7 @@ from scaicommon.testing.services import (
 )
 
 __all__ = [
+    "DevServer",
     "LocalRedis",
     "ManagedProcess",
     "S3Endpoint",
@@ -23,5 +25,7 @@ __all__ = [
     "free_port",
     "fresh_database",
     "start_local_postgres",
+    "start_scaidrive",
+    "start_scaikey",
     "wait_http",
 ]

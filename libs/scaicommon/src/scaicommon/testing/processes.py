@@ -93,7 +93,9 @@ class ManagedProcess:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.output()}"
+                )
             try:
                 response = httpx.get(str(self.ready_url), timeout=2.0)
                 if self.ready_status is None or response.status_code == self.ready_status:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import glob
 import os
-import sys
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -78,13 +78,34 @@ def start_local_postgres() -> Iterator[str]:
         shutil.chown(root, user="postgres")
         prefix = ["runuser", "-u", "postgres", "--"]
     subprocess.run(
-        [*prefix, pg_binary("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        [
+            *prefix,
+            pg_binary("initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ],
         check=True,
         capture_output=True,
     )
     opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
     subprocess.run(
-        [*prefix, pg_binary("pg_ctl"), "-D", str(data), "-o", opts, "-w", "start", "-l", str(root / "log")],
+        [
+            *prefix,
+            pg_binary("pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            opts,
+            "-w",
+            "start",
+            "-l",
+            str(root / "log"),
+        ],
         check=True,
         capture_output=True,
     )
@@ -117,8 +138,19 @@ class LocalRedis:
         if binary is None:
             raise RuntimeError("redis-server not found: install Redis or set SCAI_TEST_REDIS_URL")
         self._proc = ManagedProcess(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
             python=False,
             name="redis",
         ).start()

@@ -1,0 +1,195 @@
+"""Process-wide resources of a service (pool, Redis, S3, HTTP, auth, limiter, metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import httpx
+import redis.asyncio as aioredis
+import structlog
+from psycopg_pool import AsyncConnectionPool
+from starlette.datastructures import Headers
+
+from scaicommon.apikeys import follow_revocations
+from scaicommon.auth import Authenticator, extract_bearer
+from scaicommon.health import Check, CheckResult, Readiness
+from scaicommon.metrics import ServiceMetrics
+from scaicommon.principal import ModulePermissions, Principal
+from scaicommon.ratelimit import RateLimiter
+from scaicommon.settings import CommonSettings
+from scaicommon.storage import ObjectStore
+from scaicommon.store import open_pool
+
+log = structlog.get_logger("scaicommon.runtime")
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What identifies a service: module id, version and permission keys."""
+
+    module: str
+    version: str
+    permissions: ModulePermissions
+
+    @property
+    def mount(self) -> str:
+        """The module's mount prefix, ``/v1/modules/<module>``."""
+        return f"/v1/modules/{self.module}"
+
+    @property
+    def user_agent(self) -> str:
+        """``<module>/<version> scaicommon/<version>`` for outbound HTTP."""
+        from scaicommon import __version__
+
+        return f"{self.module}/{self.version} scaicommon/{__version__}"
+
+
+class Runtime:
+    """Opens and closes the shared resources of one service process."""
+
+    def __init__(self, spec: ServiceSpec, settings: CommonSettings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.metrics = ServiceMetrics(spec.module)
+        self.extra_checks: dict[str, Check] = {}
+        self._pool: AsyncConnectionPool | None = None
+        self._redis: aioredis.Redis | None = None
+        self._objects: ObjectStore | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._authenticator: Authenticator | None = None
+        self._limiter: RateLimiter | None = None
+        self._readiness: Readiness | None = None
+        self._revocations: asyncio.Task[None] | None = None
+
+    # ----- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open every resource; nothing here talks to a dependency synchronously."""
+        s = self.settings
+        self._pool = await open_pool(
+            s.database_url, s.schema, min_size=s.database_pool_min, max_size=s.database_pool_max
+        )
+        self._redis = aioredis.Redis.from_url(
+            s.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+        self._objects = ObjectStore.from_settings(s)
+        try:
+            await self._objects.start()
+        except Exception as exc:
+            # S3 degrades features; it never stops the service from starting (§12.1).
+            log.warning("s3_bucket_create_failed", error=type(exc).__name__)
+        self._http = httpx.AsyncClient(
+            timeout=10.0, headers={"User-Agent": self.spec.user_agent}, http2=True
+        )
+        self._authenticator = Authenticator.from_settings(
+            s, module=self.spec.permissions, pool=self._pool, http=self._http
+        )
+        if not s.scaigrid_base_url:
+            self._revocations = asyncio.create_task(follow_revocations(s.database_url))
+        self._limiter = RateLimiter.from_settings(
+            self._redis, s, on_unavailable=self.metrics.ratelimit_unavailable
+        )
+
+    async def close(self) -> None:
+        """Close every resource that was opened."""
+        if self._revocations is not None:
+            self._revocations.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._revocations
+        if self._authenticator is not None:
+            await self._authenticator.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
+        if self._pool is not None:
+            await self._pool.close()
+
+    # ----- accessors ------------------------------------------------------------------
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        """The Postgres pool."""
+        assert self._pool is not None, "runtime not started"
+        return self._pool
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The Redis client."""
+        assert self._redis is not None, "runtime not started"
+        return self._redis
+
+    @property
+    def objects(self) -> ObjectStore:
+        """The S3 object store."""
+        assert self._objects is not None, "runtime not started"
+        return self._objects
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The shared outbound HTTP client."""
+        assert self._http is not None, "runtime not started"
+        return self._http
+
+    @property
+    def authenticator(self) -> Authenticator:
+        """The bearer-token resolver."""
+        assert self._authenticator is not None, "runtime not started"
+        return self._authenticator
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The request rate limiter."""
+        assert self._limiter is not None, "runtime not started"
+        return self._limiter
+
+    async def authenticate_headers(self, headers: Headers, request_id: str) -> Principal:
+        """Resolve the principal of an HTTP request from its headers."""
+        token = extract_bearer(headers)
+        return await self.authenticator.authenticate(
+            token, request_id=request_id, tenant_header=headers.get("x-tenant-id")
+        )
+
+    # ----- readiness ------------------------------------------------------------------
+
+    @property
+    def readiness(self) -> Readiness:
+        """The readiness evaluator (platform §12.1)."""
+        if self._readiness is None:
+            checks: dict[str, Check] = {
+                "database": self._check_database,
+                "redis": self._check_redis,
+                "s3": self._check_s3,
+                "scaiinfer": self._check_scaiinfer,
+                "relay": self._check_relay,
+                **self.extra_checks,
+            }
+            self._readiness = Readiness(
+                self.spec.module, self.spec.version, self.settings.phase, checks
+            )
+        return self._readiness
+
+    async def _check_database(self) -> CheckResult:
+        async with self.pool.connection(timeout=2.0) as conn:
+            await conn.execute("SELECT 1")
+        return CheckResult("ok")
+
+    async def _check_redis(self) -> CheckResult:
+        await self.redis.ping()
+        return CheckResult("ok")
+
+    async def _check_s3(self) -> CheckResult:
+        await self.objects.head_bucket()
+        return CheckResult("ok")
+
+    async def _check_scaiinfer(self) -> CheckResult:
+        if not (self.settings.nodes or self.settings.nodes_dns):
+            return CheckResult("none", "no inference nodes configured")
+        return CheckResult("none", "no node has answered yet")
+
+    async def _check_relay(self) -> CheckResult:
+        if not self.settings.relay_configured:
+            return CheckResult("unconfigured", "relay base URL or API key not set")
+        return CheckResult("ok")
