@@ -33,7 +33,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from scaicommon.ids import new_id
 from scaicommon.logging import REDACTED, scrub
-from scaicommon.pagination import FilterSpec, Page, decode_optional_cursor, keyset_select
+from scaicommon.pagination import FilterSpec, Page, fetch_tenant_page
 from scaicommon.principal import Principal
 from scaicommon.timefmt import format_ts
 
@@ -331,21 +331,15 @@ class AuditWriter:
         ``request_id``, ``since`` (inclusive), ``until`` (exclusive). Parse ``limit`` with
         :func:`scaicommon.pagination.parse_log_limit` (1..1000, default 100).
         """
-        given = dict(filters or {})
-        scope = {"tenant_id": tenant_id, **given}
-        after = decode_optional_cursor(cursor, scope)
-        query, params = keyset_select(
+        page = await fetch_tenant_page(
+            self._pool,
             "audit_log",
-            conditions={"tenant_id": tenant_id},
-            filters=given,
+            tenant_id=tenant_id,
+            filters=filters,
             specs=_AUDIT_FILTERS,
-            after=after,
             limit=limit,
+            cursor=cursor,
         )
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
-            rows = await cur.fetchall()
-        page = Page.from_rows(rows, limit, key=lambda r: (r["created_at"], r["id"]), filters=scope)
         return page.map(audit_row_json)
 
 
@@ -415,21 +409,15 @@ class ErasureAuditWriter:
         Extra ``filters``: ``event``, ``since`` (inclusive), ``until`` (exclusive).
         """
         given = {"subject_type": subject_type, "subject_id": subject_id, **(filters or {})}
-        given = {k: v for k, v in given.items() if v is not None}
-        scope = {"tenant_id": tenant_id, **given}
-        after = decode_optional_cursor(cursor, scope)
-        query, params = keyset_select(
+        page = await fetch_tenant_page(
+            self._pool,
             "erasure_audit",
-            conditions={"tenant_id": tenant_id},
+            tenant_id=tenant_id,
             filters=given,
             specs=_ERASURE_FILTERS,
-            after=after,
             limit=limit,
+            cursor=cursor,
         )
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
-            rows = await cur.fetchall()
-        page = Page.from_rows(rows, limit, key=lambda r: (r["created_at"], r["id"]), filters=scope)
         return page.map(_json_row)
 
     async def events_for(

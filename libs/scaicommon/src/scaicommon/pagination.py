@@ -23,6 +23,8 @@ from decimal import Decimal
 from typing import Any, Final, Generic, TypeVar
 
 from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from scaicommon.errors import validation_error
 from scaicommon.timefmt import format_ts, parse_ts
@@ -253,3 +255,35 @@ def keyset_select(
     )
     params.append(limit + 1)
     return query, params
+
+
+async def fetch_tenant_page(
+    pool: AsyncConnectionPool[Any],
+    table: str,
+    *,
+    tenant_id: str,
+    filters: Mapping[str, Any] | None,
+    specs: Mapping[str, FilterSpec],
+    limit: int,
+    cursor: str | None,
+) -> Page[dict[str, Any]]:
+    """One newest-first page of a tenant's rows of ``table`` as dicts.
+
+    The cursor is bound to the tenant and the non-``None`` filters, so it can neither widen
+    the scope nor be replayed under other filters.
+    """
+    given = {k: v for k, v in (filters or {}).items() if v is not None}
+    scope = {"tenant_id": tenant_id, **given}
+    after = decode_optional_cursor(cursor, scope)
+    query, params = keyset_select(
+        table,
+        conditions={"tenant_id": tenant_id},
+        filters=given,
+        specs=specs,
+        after=after,
+        limit=limit,
+    )
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        rows = await cur.fetchall()
+    return Page.from_rows(rows, limit, key=lambda r: (r["created_at"], r["id"]), filters=scope)

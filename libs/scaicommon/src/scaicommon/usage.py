@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 
 from scaicommon.budgets import Budget, BudgetGuard, BudgetStore, UsageCounter
 from scaicommon.ids import is_valid_external_id, new_id
-from scaicommon.pagination import FilterSpec, Page, decode_optional_cursor, keyset_select
+from scaicommon.pagination import FilterSpec, Page, fetch_tenant_page
 from scaicommon.periods import COUNTER_TTL_S, Period, period_bounds, period_key
 from scaicommon.pricing import Pricing, format_money, to_micros
 from scaicommon.principal import Principal
@@ -418,19 +418,13 @@ class UsageRecorder:
         ``session_id``, ``since`` (inclusive), ``until`` (exclusive). Parse ``limit`` with
         :func:`scaicommon.pagination.parse_log_limit` (usage lists: 1..1000, default 100).
         """
-        given = dict(filters or {})
-        scope = {"tenant_id": tenant_id, **given}
-        after = decode_optional_cursor(cursor, scope)
-        query, params = keyset_select(
+        page = await fetch_tenant_page(
+            self._pool,
             "usage_records",
-            conditions={"tenant_id": tenant_id},
-            filters=given,
+            tenant_id=tenant_id,
+            filters=filters,
             specs=_LIST_FILTERS,
-            after=after,
             limit=limit,
+            cursor=cursor,
         )
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
-            rows = [UsageRecord.from_row(r) for r in await cur.fetchall()]
-        page = Page.from_rows(rows, limit, key=lambda r: (r.created_at, r.id), filters=scope)
-        return page.map(UsageRecord.to_dict)
+        return page.map(lambda row: UsageRecord.from_row(row).to_dict())
