@@ -54,3 +54,11 @@ async def test_audit_tables_are_append_only(pg_dsn: str, table: str) -> None:
             with pytest.raises(psycopg.Error) as info:
                 conn.execute(statement)
             assert info.value.sqlstate == "42501"
+
+
+def test_local_postgres_fallback_starts_a_real_cluster() -> None:
+    """The fallback used without SCAI_TEST_DATABASE_URL and without Docker."""
+    from scaicommon.testing import start_local_postgres
+
+    with start_local_postgres() as dsn, psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)

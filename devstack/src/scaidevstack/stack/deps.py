@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import psycopg
@@ -12,7 +10,7 @@ import redis
 from psycopg import sql
 
 from scaicommon.testing import ManagedProcess
-from scaicommon.testing.services import pg_binary
+from scaicommon.testing.services import LocalPostgres
 
 DEFAULT_PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -38,36 +36,7 @@ def redis_answers(url: str) -> bool:
 
 def start_postgres(state_dir: Path) -> str:
     """A persistent cluster under ``state_dir/postgres`` on port 5432; returns the admin DSN."""
-    root = state_dir / "postgres"
-    data = root / "data"
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        # initdb refuses root: the cluster belongs to the postgres system user.
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.chown(root, user="postgres")
-        prefix = ["runuser", "-u", "postgres", "--"]
-    if not data.exists():
-        subprocess.run(
-            [*prefix, pg_binary("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
-            check=True,
-        )
-    opts = f"-p 5432 -k {root} -c listen_addresses=127.0.0.1"
-    subprocess.run(
-        [
-            *prefix,
-            pg_binary("pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            opts,
-            "-w",
-            "start",
-            "-l",
-            str(root / "server.log"),
-        ],
-        check=True,
-    )
-    return DEFAULT_PG_ADMIN
+    return LocalPostgres(state_dir / "postgres", 5432).start().admin_dsn
 
 
 def ensure_database(admin_dsn: str) -> str:

@@ -66,37 +66,40 @@ def pg_binary(tool: str) -> str:
     raise RuntimeError(f"{tool} not found: install PostgreSQL or set SCAI_TEST_DATABASE_URL")
 
 
-@contextmanager
-def start_local_postgres() -> Iterator[str]:
-    """initdb + pg_ctl in a temp dir on a free port; yields an admin DSN."""
-    root = Path(tempfile.mkdtemp(prefix="scai-pg-"))
-    data = root / "data"
-    port = free_port()
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        # initdb refuses to run as root: run the server as the postgres system user.
-        shutil.chown(root, user="postgres")
-        prefix = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(
-        [
-            *prefix,
-            pg_binary("initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [
-            *prefix,
-            pg_binary("pg_ctl"),
+class LocalPostgres:
+    """A PostgreSQL cluster under ``root`` (created on first start) on ``port``.
+
+    initdb refuses to run as root, so as root the cluster belongs to the ``postgres`` user.
+    """
+
+    def __init__(self, root: Path, port: int, *, durable: bool = True) -> None:
+        self.root = root
+        self.port = port
+        self.durable = durable
+        self._prefix: list[str] = []
+
+    @property
+    def admin_dsn(self) -> str:
+        """DSN of the ``postgres`` database as the ``postgres`` superuser."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run([*self._prefix, pg_binary(tool), *args], check=True, capture_output=True)
+
+    def start(self) -> LocalPostgres:
+        """Create the cluster when missing, then start it and wait until it accepts."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.root, user="postgres")
+            self._prefix = ["runuser", "-u", "postgres", "--"]
+        data = self.root / "data"
+        if not data.exists():
+            self._run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        if not self.durable:
+            opts += " -c fsync=off"
+        self._run(
+            "pg_ctl",
             "-D",
             str(data),
             "-o",
@@ -104,18 +107,24 @@ def start_local_postgres() -> Iterator[str]:
             "-w",
             "start",
             "-l",
-            str(root / "log"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*prefix, pg_binary("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
+            str(self.root / "server.log"),
         )
+        return self
+
+    def stop(self) -> None:
+        """Stop the server at once."""
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "stop")
+
+
+@contextmanager
+def start_local_postgres() -> Iterator[str]:
+    """A throw-away cluster in a temp dir on a free port; yields an admin DSN."""
+    root = Path(tempfile.mkdtemp(prefix="scai-pg-"))
+    server = LocalPostgres(root, free_port(), durable=False).start()
+    try:
+        yield server.admin_dsn
+    finally:
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
