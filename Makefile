@@ -1,12 +1,13 @@
 # Two commands matter: `make run` (the whole local stack) and `make test`.
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv when it is on PATH; otherwise the module that `make install` puts there with pip.
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY_DIRS := libs services devstack tests bench
 
 .PHONY: install run stop test lint format proto bench clean
 
 install:  ## bootstrap uv with pip when missing, then sync every package and extra
-	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet uv
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --all-packages --all-extras --locked
 
 run: install  ## start the whole local stack (DETACH=1 to return once it is ready)
