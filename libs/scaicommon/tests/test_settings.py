@@ -23,6 +23,7 @@ def test_values_are_parsed_by_type() -> None:
             "SCAIECHO_RELAY_API_KEY": "sk-secret",
             "SCAIECHO_RELAY_TIMEOUT_S": "2.5",
             "OTHER_THING": "ignored",
+            "SCAIECHO_URL": "http://127.0.0.1:8081",
         },
         dotenv=None,
     )

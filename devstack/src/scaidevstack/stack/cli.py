@@ -86,6 +86,7 @@ def run_up(args: argparse.Namespace) -> int:
             create_api_key("scaiecho", echo_env),
             create_api_key("scaispeak", speak_env),
             mint_jwt(state_dir, base_env),
+            ep.database_url,
         )
         ensure_share(state_dir, base_env)
     except BaseException:

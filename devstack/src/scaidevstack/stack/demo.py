@@ -108,8 +108,11 @@ def ensure_share(state_dir: Path, env: dict[str, str]) -> None:
     )
 
 
-def write_credentials(path: Path, echo_key: str, speak_key: str, jwt: str) -> None:
-    """``.devstack/credentials.env`` with the base URLs and demo credentials."""
+def write_credentials(
+    path: Path, echo_key: str, speak_key: str, jwt: str, database_url: str
+) -> None:
+    """``.devstack/credentials.env``: base URLs, demo credentials, and the database URL the
+    ``apikeys``/``budgets`` CLIs need."""
     path.write_text(
         "\n".join(
             [
@@ -119,6 +122,8 @@ def write_credentials(path: Path, echo_key: str, speak_key: str, jwt: str) -> No
                 f"SCAI_DEMO_SCAIECHO_API_KEY={echo_key}",
                 f"SCAI_DEMO_SCAISPEAK_API_KEY={speak_key}",
                 f"SCAI_DEMO_JWT={jwt}",
+                f"SCAIECHO_DATABASE_URL={database_url}",
+                f"SCAISPEAK_DATABASE_URL={database_url}",
                 "",
             ]
         ),

@@ -125,6 +125,9 @@ class CommonSettings(msgspec.Struct, kw_only=True):
 
     ENV_PREFIX: ClassVar[str] = ""
     MODULE: ClassVar[str] = ""
+    # Client-side variables that share the prefix but are not settings: ``<PREFIX>_URL`` is
+    # the service base URL that ``make run`` writes to ``.devstack/credentials.env``.
+    CLIENT_VARIABLES: ClassVar[frozenset[str]] = frozenset({"url"})
 
     env: str = "production"
     host: str = "0.0.0.0"
@@ -314,6 +317,8 @@ class CommonSettings(msgspec.Struct, kw_only=True):
             if not var.startswith(prefix):
                 continue
             name = var[len(prefix) :].lower()
+            if name in cls.CLIENT_VARIABLES:
+                continue
             if name not in known:
                 problems.append(f"{var}: unknown setting")
                 continue
