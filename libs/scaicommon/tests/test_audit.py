@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -15,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from scaicommon.audit import AuditWriter, ErasureAuditWriter, check_action
 from scaicommon.errors import ScaiError
 from scaicommon.principal import ModulePermissions, Principal
-from scaicommon.store import library_migrations, migrate, open_pool
+from scaicommon.store import open_pool
 
 SCHEMA = "scaiecho"
 PERMS = ModulePermissions("scaiecho", frozenset({"scaiecho:admin"}), frozenset())
@@ -36,15 +35,6 @@ def caller(tenant: str | None = "tnt_a", **extra: Any) -> Principal:
     }
     fields.update(extra)
     return Principal(**fields)
-
-
-@pytest.fixture
-async def pool(pg_dsn: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    await migrate(pg_dsn, SCHEMA, [("scaicommon", library_migrations())])
-    pool = await open_pool(pg_dsn, SCHEMA)
-    await pool.wait()
-    yield pool
-    await pool.close()
 
 
 async def count(pool: AsyncConnectionPool[Any], table: str) -> int:

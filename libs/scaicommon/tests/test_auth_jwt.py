@@ -18,8 +18,6 @@ import httpx
 import pytest
 import structlog
 import websockets
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,6 +29,7 @@ from scaicommon.auth import Authenticator, ws_authenticate
 from scaicommon.errors import ScaiError
 from scaicommon.jwks import JwksCache
 from scaicommon.principal import ModulePermissions, Principal
+from scaicommon.testing.inloop import serving
 from scaidevstack._jose import JsonWebKey, JsonWebToken
 from scaidevstack.scaikey.keys import (
     KeyStore,
@@ -47,25 +46,6 @@ ECHO = ModulePermissions(
     frozenset({"scaiecho:transcribe", "scaiecho:diarize", "scaiecho:enroll", "scaiecho:admin"}),
     frozenset({"scaiecho:transcribe"}),
 )
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` with hypercorn in this loop on a pre-bound socket; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]  # listening already: no readiness wait needed
-    config.graceful_timeout = 1
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop.set()
-        await task
 
 
 class JwksServer:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -13,8 +12,6 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,6 +23,7 @@ from scaicommon.auth import Authenticator, ws_authenticate
 from scaicommon.errors import ScaiError
 from scaicommon.principal import ModulePermissions
 from scaicommon.scaigrid import ScaiGridClient
+from scaicommon.testing.inloop import serving
 from scaidevstack.scaikey.keys import KeyStore
 from scaidevstack.scaikey.tokens import build_user_claims
 
@@ -57,25 +55,6 @@ ME = {
     "api_key_id": "key_grid_1",
     "enabled_modules": ["scaiecho", "scaispeak"],
 }
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` with hypercorn in this loop on a pre-bound socket; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]  # listening already: no readiness wait needed
-    config.graceful_timeout = 1
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop.set()
-        await task
 
 
 class FakeScaiGrid:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -17,7 +16,6 @@ from scaicommon.budgets_cli import add_budgets_parser, run_budgets
 from scaicommon.errors import ScaiError
 from scaicommon.periods import period_end, seconds_until_end
 from scaicommon.principal import ModulePermissions, Principal
-from scaicommon.store import library_migrations, migrate, open_pool
 from scaicommon.timefmt import format_ts, utcnow
 from scaicommon.usage import BudgetGuard, BudgetStore, Pricing, UsageRecorder
 
@@ -34,22 +32,6 @@ def caller(tenant: str = "tnt_a", user: str = "usr_a") -> Principal:
         request_id="req_0123456789abcdef01234567",
         token="eyJ.secret",
     )
-
-
-@pytest.fixture
-async def pool(pg_dsn: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    await migrate(pg_dsn, SCHEMA, [("scaicommon", library_migrations())])
-    pool = await open_pool(pg_dsn, SCHEMA)
-    await pool.wait()
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-async def rds(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 PRICING = Pricing.per_1k_chars("1.00", "2.50")

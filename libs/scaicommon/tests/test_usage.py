@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -21,7 +20,6 @@ from scaicommon.periods import (
 )
 from scaicommon.pricing import Pricing, format_money, parse_money
 from scaicommon.principal import ModulePermissions, Principal
-from scaicommon.store import library_migrations, migrate, open_pool
 from scaicommon.timefmt import utcnow
 from scaicommon.usage import UsageRecorder, UsageSubject, counter_key
 
@@ -40,22 +38,6 @@ def caller(tenant: str = "tnt_a", user: str = "usr_a") -> Principal:
         partner_id="prt_x",
         api_key_id="apikey_01TEST",
     )
-
-
-@pytest.fixture
-async def pool(pg_dsn: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    await migrate(pg_dsn, SCHEMA, [("scaicommon", library_migrations())])
-    pool = await open_pool(pg_dsn, SCHEMA)
-    await pool.wait()
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-async def rds(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 # --- periods ---------------------------------------------------------------------------------

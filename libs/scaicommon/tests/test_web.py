@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
@@ -11,8 +10,6 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
@@ -27,7 +24,8 @@ from scaicommon.principal import ModulePermissions
 from scaicommon.runtime import Runtime, ServiceSpec
 from scaicommon.settings import CommonSettings
 from scaicommon.store import library_migrations, migrate
-from scaicommon.testing import S3Endpoint, free_port, start_scaikey
+from scaicommon.testing import S3Endpoint, start_scaikey
+from scaicommon.testing.inloop import serving
 from scaicommon.web import create_service_app
 from scaidevstack.scaikey import KeyStore
 
@@ -99,7 +97,6 @@ async def env(
 ) -> AsyncIterator[Env]:
     scaikey = start_scaikey(tmp_path)
     await migrate(pg_dsn, "scaitest", [("scaicommon", library_migrations())])
-    port = free_port()
     settings = TestSettings(
         database_url=pg_dsn,
         redis_url=redis_url,
@@ -113,24 +110,10 @@ async def env(
     configure_logging("scaitest", "0.0.1", fmt="json", stream=logs)
     runtime = Runtime(SPEC, settings)
     app = create_service_app(runtime, routes(runtime))
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-    base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient() as client:
-        for _ in range(100):
-            try:
-                await client.get(f"{base}/healthz")
-                break
-            except httpx.HTTPError:
-                await asyncio.sleep(0.05)
     try:
-        yield Env(base, KeyStore(tmp_path), scaikey.base_url, ApiKeyStore(runtime.pool), logs)
+        async with serving(app, wait_path="/healthz") as base:
+            yield Env(base, KeyStore(tmp_path), scaikey.base_url, ApiKeyStore(runtime.pool), logs)
     finally:
-        stop.set()
-        await task
         scaikey.stop()
 
 
