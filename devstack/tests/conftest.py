@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from scaicommon.testing import DevServer, start_scaidrive, start_scaikey
 from scaidevstack.scaikey import KeyStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENTS_TOML = REPO_ROOT / "devstack" / "scaikey.toml"
 _DEVSTACK_ENV = ("SCAIKEY_ISSUER_BASE", "SCAIKEY_JWKS_URL", "SCAIKEY_ISSUER")
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -66,64 +57,6 @@ class Cli:
         )
 
 
-@dataclass
-class ServerProcess:
-    """A running ``python -m scaidevstack <component> serve`` process."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    base_url: str
-    log_path: Path
-
-    def log(self) -> str:
-        """Everything the server wrote so far."""
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        """Terminate the server and wait for it."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-
-def start_server(
-    component: str,
-    args: list[str],
-    *,
-    log_dir: Path,
-    env: Mapping[str, str] | None = None,
-    timeout_s: float = 30.0,
-) -> ServerProcess:
-    """Start ``python -m scaidevstack <component> serve --port P ARGS`` and wait for /healthz."""
-    port = free_port()
-    log_path = log_dir / f"{component}-{port}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "scaidevstack", component, "serve", "--port", str(port), *args],
-            cwd=REPO_ROOT,
-            env=clean_env(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = ServerProcess(component, proc, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{component} exited {proc.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.base_url}/healthz", timeout=0.5).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"{component} did not become ready in {timeout_s}s:\n{server.log()}")
-
-
 @pytest.fixture(scope="session")
 def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The devstack ``--state-dir`` shared by the servers and the in-process KeyStore."""
@@ -131,27 +64,23 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def scaikey(state_dir: Path) -> Iterator[ServerProcess]:
+def scaikey(state_dir: Path) -> Iterator[DevServer]:
     """A running dev ScaiKey; its issuer base is its own base URL."""
     keys = KeyStore(state_dir)
     keys.ensure()
-    server = start_server(
-        "scaikey",
-        ["--state-dir", str(state_dir), "--clients", str(CLIENTS_TOML)],
-        log_dir=state_dir,
-    )
+    server = start_scaikey(state_dir, extra_args=["--clients", str(CLIENTS_TOML)])
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def keystore(state_dir: Path, scaikey: ServerProcess) -> KeyStore:
+def keystore(state_dir: Path, scaikey: DevServer) -> KeyStore:
     """The same key store the running ScaiKey serves."""
     return KeyStore(state_dir)
 
 
 @pytest.fixture(scope="session")
-def issuer_base(scaikey: ServerProcess) -> str:
+def issuer_base(scaikey: DevServer) -> str:
     """The platform issuer of the running ScaiKey."""
     return scaikey.base_url
 
@@ -163,16 +92,10 @@ def drive_dir(state_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def scaidrive(state_dir: Path, drive_dir: Path, scaikey: ServerProcess) -> Iterator[ServerProcess]:
+def scaidrive(state_dir: Path, drive_dir: Path, scaikey: DevServer) -> Iterator[DevServer]:
     """A running dev ScaiDrive trusting the running ScaiKey (1 MB upload limit)."""
-    server = start_server(
-        "scaidrive",
-        ["--data-dir", str(drive_dir), "--max-file-bytes", str(1_000_000)],
-        log_dir=state_dir,
-        env={
-            "SCAIKEY_JWKS_URL": f"{scaikey.base_url}/api/v1/platform/.well-known/jwks.json",
-            "SCAIKEY_ISSUER": scaikey.base_url,
-        },
+    server = start_scaidrive(
+        drive_dir, scaikey.base_url, extra_args=["--max-file-bytes", str(1_000_000)]
     )
     yield server
     server.stop()

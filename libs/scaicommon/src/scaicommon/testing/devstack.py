@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,14 @@ class DevServer:
         """Stop the server."""
         self.process.stop()
 
+    def log(self) -> str:
+        """Everything the server wrote so far."""
+        return self.process.output()
 
-def start_scaikey(state_dir: Path, *, port: int | None = None) -> DevServer:
+
+def start_scaikey(
+    state_dir: Path, *, port: int | None = None, extra_args: Sequence[str] = ()
+) -> DevServer:
     """Dev ScaiKey on a free port with its key store under ``state_dir``."""
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
@@ -38,6 +45,7 @@ def start_scaikey(state_dir: Path, *, port: int | None = None) -> DevServer:
             str(state_dir),
             "--issuer-base",
             base,
+            *extra_args,
         ],
         env={k: "" for k in DEVSTACK_ENV},
         ready_url=f"{base}/healthz",
@@ -46,7 +54,9 @@ def start_scaikey(state_dir: Path, *, port: int | None = None) -> DevServer:
     return DevServer(base, proc)
 
 
-def start_scaidrive(data_dir: Path, scaikey_url: str, *, port: int | None = None) -> DevServer:
+def start_scaidrive(
+    data_dir: Path, scaikey_url: str, *, port: int | None = None, extra_args: Sequence[str] = ()
+) -> DevServer:
     """Dev ScaiDrive on a free port, trusting the dev ScaiKey at ``scaikey_url``."""
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
@@ -60,6 +70,7 @@ def start_scaidrive(data_dir: Path, scaikey_url: str, *, port: int | None = None
             str(port),
             "--data-dir",
             str(data_dir),
+            *extra_args,
         ],
         env={
             "SCAIKEY_JWKS_URL": f"{scaikey_url}/api/v1/platform/.well-known/jwks.json",
