@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, Required, TypedDict
 
 import psycopg
 import structlog
@@ -30,6 +30,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
+from typing_extensions import Unpack
 
 from scaicommon.ids import new_id
 from scaicommon.logging import REDACTED, scrub
@@ -174,6 +175,20 @@ def audit_row_json(row: Mapping[str, Any]) -> dict[str, Any]:
 Connection = psycopg.AsyncConnection[Any]
 
 
+class AuditEvent(TypedDict, total=False):
+    """What one audit row says beyond the principal (§10.1); the first three are required."""
+
+    action: Required[str]
+    status: Required[str]
+    resource_type: Required[str]
+    resource_id: str | None
+    error_code: str | None
+    http_status: int | None
+    ip_address: str | None
+    user_agent: str | None
+    details: Mapping[str, Any] | None
+
+
 class AuditWriter:
     """Appends ``audit_log`` rows and lists them.
 
@@ -184,21 +199,11 @@ class AuditWriter:
         self._pool = pool
         self.module = module
 
-    def build_row(
-        self,
-        principal: Principal,
-        *,
-        action: str,
-        status: str,
-        resource_type: str,
-        resource_id: str | None = None,
-        error_code: str | None = None,
-        http_status: int | None = None,
-        ip_address: str | None = None,
-        user_agent: str | None = None,
-        details: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    def build_row(self, principal: Principal, **event: Unpack[AuditEvent]) -> dict[str, Any]:
         """The row :meth:`write` inserts (validated and scrubbed), with a fresh ``audit_`` id."""
+        action, status = event["action"], event["status"]
+        resource_type = event["resource_type"]
+        user_agent = event.get("user_agent")
         check_action(action, self.module)
         state = status.upper()
         if state not in AUDIT_STATUSES:
@@ -213,8 +218,8 @@ class AuditWriter:
             "id": new_id("audit"),
             "action": action,
             "status": state,
-            "error_code": error_code,
-            "http_status": http_status,
+            "error_code": event.get("error_code"),
+            "http_status": event.get("http_status"),
             "actor_id": actor_id,
             "actor_type": principal.actor_type,
             "actor_email": principal.email,
@@ -224,44 +229,21 @@ class AuditWriter:
             "tenant_id": principal.tenant_id or "",
             "partner_id": principal.partner_id,
             "resource_type": resource_type,
-            "resource_id": resource_id,
+            "resource_id": event.get("resource_id"),
             "request_id": principal.request_id,
-            "ip_address": _ip(ip_address),
+            "ip_address": _ip(event.get("ip_address")),
             "user_agent": agent,
-            "details": _details(details),
+            "details": _details(event.get("details")),
         }
 
     async def write(
-        self,
-        principal: Principal,
-        *,
-        action: str,
-        status: str,
-        resource_type: str,
-        resource_id: str | None = None,
-        error_code: str | None = None,
-        http_status: int | None = None,
-        ip_address: str | None = None,
-        user_agent: str | None = None,
-        details: Mapping[str, Any] | None = None,
-        conn: Connection | None = None,
+        self, principal: Principal, *, conn: Connection | None = None, **event: Unpack[AuditEvent]
     ) -> str:
         """Insert one audit row and return its id; raises when the insert fails.
 
         Pass ``conn`` (inside ``conn.transaction()``) to make the row part of a mutation.
         """
-        row = self.build_row(
-            principal,
-            action=action,
-            status=status,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            error_code=error_code,
-            http_status=http_status,
-            ip_address=ip_address,
-            user_agent=user_agent,
-            details=details,
-        )
+        row = self.build_row(principal, **event)
         await self.insert_row(row, conn=conn)
         return str(row["id"])
 
@@ -279,37 +261,13 @@ class AuditWriter:
         async with self._pool.connection() as own:
             await own.execute(query, values)
 
-    async def write_or_log(
-        self,
-        principal: Principal,
-        *,
-        action: str,
-        status: str,
-        resource_type: str,
-        resource_id: str | None = None,
-        error_code: str | None = None,
-        http_status: int | None = None,
-        ip_address: str | None = None,
-        user_agent: str | None = None,
-        details: Mapping[str, Any] | None = None,
-    ) -> str | None:
+    async def write_or_log(self, principal: Principal, **event: Unpack[AuditEvent]) -> str | None:
         """Insert an audit row for an inference call; on failure log it and return ``None``.
 
         The log event is ``audit_write_failed`` with the whole row under ``row``, so it can be
         re-inserted later with :meth:`insert_row`. Invalid arguments still raise ``ValueError``.
         """
-        row = self.build_row(
-            principal,
-            action=action,
-            status=status,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            error_code=error_code,
-            http_status=http_status,
-            ip_address=ip_address,
-            user_agent=user_agent,
-            details=details,
-        )
+        row = self.build_row(principal, **event)
         try:
             await self.insert_row(row)
         except Exception as exc:
