@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
@@ -26,6 +29,7 @@ from scaicommon.settings import CommonSettings
 from scaicommon.store import library_migrations, migrate
 from scaicommon.testing import S3Endpoint, start_scaikey
 from scaicommon.testing.inloop import serving
+from scaicommon.tracing import build_tracer_provider
 from scaicommon.web import create_service_app
 from scaidevstack.scaikey import KeyStore
 
@@ -76,16 +80,18 @@ def routes(runtime: Runtime) -> list[Route | WebSocketRoute]:
     ]
 
 
+@dataclass
 class Env:
-    def __init__(
-        self, base: str, keys: KeyStore, issuer: str, api_keys: ApiKeyStore, logs: io.StringIO
-    ) -> None:
-        self.base = base
-        self.ws = base.replace("http://", "ws://")
-        self.keys = keys
-        self.issuer = issuer
-        self.api_keys = api_keys
-        self.logs = logs
+    base: str
+    keys: KeyStore
+    issuer: str
+    api_keys: ApiKeyStore
+    logs: io.StringIO
+    spans: InMemorySpanExporter
+
+    @property
+    def ws(self) -> str:
+        return self.base.replace("http://", "ws://")
 
     def jwt(self, **kwargs: object) -> str:
         return self.keys.mint(issuer_base=self.issuer, tenant="tnt_a", user="usr_a", **kwargs)  # type: ignore[arg-type]
@@ -108,11 +114,20 @@ async def env(
     )
     logs = io.StringIO()
     configure_logging("scaitest", "0.0.1", fmt="json", stream=logs)
-    runtime = Runtime(SPEC, settings)
+    exporter = InMemorySpanExporter()
+    provider = build_tracer_provider("scaitest", "0.0.1", processor=SimpleSpanProcessor(exporter))
+    runtime = Runtime(SPEC, settings, tracer_provider=provider)
     app = create_service_app(runtime, routes(runtime))
     try:
         async with serving(app, wait_path="/healthz") as base:
-            yield Env(base, KeyStore(tmp_path), scaikey.base_url, ApiKeyStore(runtime.pool), logs)
+            yield Env(
+                base,
+                KeyStore(tmp_path),
+                scaikey.base_url,
+                ApiKeyStore(runtime.pool),
+                logs,
+                exporter,
+            )
     finally:
         scaikey.stop()
 
@@ -218,3 +233,21 @@ async def test_http_errors_are_envelopes_with_request_ids(env: Env) -> None:
         r = await client.get(f"{MOUNT}/explode", headers={"Authorization": f"Bearer {admin}"})
         assert r.status_code == 429 and r.json()["error"]["code"] == "RATE_LIMITED"
     assert "hunter2" in env.logs.getvalue()  # the detail goes to the log, never to the client
+
+
+async def test_inbound_traceparent_is_honoured_and_logged(env: Env) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parent = f"00-{trace_id}-00f067aa0ba902b7-01"
+    headers = {"Authorization": f"Bearer {env.jwt(roles=['tenant_admin'])}", "traceparent": parent}
+    async with httpx.AsyncClient(base_url=env.base) as client:
+        r = await client.get(f"{MOUNT}/admin", headers=headers)
+    assert r.status_code == 200
+    spans = [s for s in env.spans.get_finished_spans() if s.name == f"GET {MOUNT}/admin"]
+    assert len(spans) == 1
+    assert format(spans[0].context.trace_id, "032x") == trace_id
+    assert spans[0].attributes is not None
+    assert spans[0].attributes["http.response.status_code"] == 200
+    lines = [json.loads(line) for line in env.logs.getvalue().splitlines()]
+    access = [x for x in lines if x["event"] == "http_request" and x["route"] == f"{MOUNT}/admin"]
+    assert access[-1]["trace_id"] == trace_id
+    assert access[-1]["user_id"] == "usr_a" and access[-1]["tenant_id"] == "tnt_a"

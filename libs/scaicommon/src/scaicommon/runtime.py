@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import httpx
 import redis.asyncio as aioredis
 import structlog
+from opentelemetry.sdk.trace import TracerProvider
 from psycopg_pool import AsyncConnectionPool
 from starlette.datastructures import Headers
 
@@ -21,6 +22,7 @@ from scaicommon.ratelimit import RateLimiter
 from scaicommon.settings import CommonSettings
 from scaicommon.storage import ObjectStore
 from scaicommon.store import open_pool
+from scaicommon.tracing import build_tracer_provider
 
 log = structlog.get_logger("scaicommon.runtime")
 
@@ -49,10 +51,17 @@ class ServiceSpec:
 class Runtime:
     """Opens and closes the shared resources of one service process."""
 
-    def __init__(self, spec: ServiceSpec, settings: CommonSettings) -> None:
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        settings: CommonSettings,
+        *,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self.spec = spec
         self.settings = settings
         self.metrics = ServiceMetrics(spec.module)
+        self.tracer_provider = tracer_provider or build_tracer_provider(spec.module, spec.version)
         self.extra_checks: dict[str, Check] = {}
         self._pool: AsyncConnectionPool | None = None
         self._redis: aioredis.Redis | None = None
@@ -106,6 +115,7 @@ class Runtime:
             await self._redis.aclose()
         if self._pool is not None:
             await self._pool.close()
+        self.tracer_provider.shutdown()
 
     # ----- accessors ------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from scaicommon.middleware import AuthMiddleware, ObservabilityMiddleware
 from scaicommon.openapi import DOCS_HTML, api, build_openapi
 from scaicommon.requestid import RequestIdMiddleware
 from scaicommon.runtime import Runtime
+from scaicommon.tracing import TracingMiddleware
 
 
 def public_path_predicate(mount: str, extra_prefixes: Sequence[str] = ()) -> Callable[[str], bool]:
@@ -107,6 +108,7 @@ def create_service_app(
 
     middleware = [
         Middleware(RequestIdMiddleware),
+        Middleware(TracingMiddleware, provider=runtime.tracer_provider, module=runtime.spec.module),
         Middleware(ObservabilityMiddleware, metrics=runtime.metrics),
         Middleware(CatchAllMiddleware),
     ]
