@@ -32,7 +32,7 @@ proto: install  ## regenerate the gRPC stubs (lands with the inference-node issu
 	@echo "no proto files yet"
 
 bench: install  ## benchmarks print tables and write bench/results/
-	@echo "no benchmarks yet"
+	$(UV) run python bench/http_overhead.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache
