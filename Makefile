@@ -28,8 +28,8 @@ format: install
 	$(UV) run ruff check --fix $(PY_DIRS)
 	$(UV) run ruff format $(PY_DIRS)
 
-proto: install  ## regenerate the gRPC stubs (lands with the inference-node issue)
-	@echo "no proto files yet"
+proto: install  ## regenerate the committed gRPC stubs from proto/
+	$(UV) run python -m scaicommon._proto.generate
 
 bench: install  ## benchmarks print tables and write bench/results/
 	$(UV) run python bench/http_overhead.py

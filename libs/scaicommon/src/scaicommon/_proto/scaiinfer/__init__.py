@@ -1,0 +1,1 @@
+"""Generated ScaiInfer stubs (see scaicommon._proto.generate)."""
