@@ -56,3 +56,12 @@ def test_parse_normalises_offsets_and_refuses_naive() -> None:
     assert parse_ts("2026-04-22T14:30:01.5Z").microsecond == 500000
     with pytest.raises(ValueError):
         parse_ts("2026-04-22T14:30:01")
+
+
+def test_word_error_rate() -> None:
+    from scaicommon.testing.wer import word_error_rate
+
+    assert word_error_rate("Hello, world!", "hello world") == 0.0
+    assert word_error_rate("the cat sat", "the cat sat down") == 1 / 3
+    assert word_error_rate("the cat sat", "a cat") == 2 / 3
+    assert word_error_rate("", "") == 0.0
