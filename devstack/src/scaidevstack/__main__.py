@@ -10,11 +10,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from scaidevstack.node import cli as node_cli
 from scaidevstack.scaidrive import cli as scaidrive_cli
 from scaidevstack.scaikey import cli as scaikey_cli
 from scaidevstack.stack import cli as stack_cli
 
-COMPONENTS = (scaikey_cli, scaidrive_cli, stack_cli)
+COMPONENTS = (scaikey_cli, scaidrive_cli, stack_cli, node_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -72,10 +72,11 @@ def run_up(args: argparse.Namespace) -> int:
                 item.argv,
                 env={**base_env, **item.env},
                 ready_url=item.ready_url,
+                ready_status=200,
                 python=False,
                 name=item.name,
                 log_path=state_dir / "logs" / f"{item.name}.log",
-                timeout=90,
+                timeout=180,
             )
             started.append(proc.start())
         echo_env = {**base_env, **service_env("scaiecho", ep, state_dir)}

@@ -10,6 +10,8 @@ from pathlib import Path
 
 PORTS = {
     "s3": 9000,
+    "node": 50051,
+    "node-http": 8090,
     "scaiecho": 8081,
     "scaispeak": 8082,
     "scaiecho-worker": 9181,
@@ -65,9 +67,13 @@ def service_env(module: str, ep: Endpoints, state_dir: Path) -> dict[str, str]:
         f"{p}_SCAIKEY_CLIENT_ID": module,
         f"{p}_SCAIKEY_CLIENT_SECRET": f"{module}-dev-secret",
         f"{p}_LOG_FORMAT": "console",
+        f"{p}_NODES": f"127.0.0.1:{PORTS['node']}",
+        f"{p}_RELAY_BASE_URL": f"http://127.0.0.1:{PORTS['node-http']}",
+        f"{p}_RELAY_API_KEY": "sk-devstack",
     }
     if module == "scaispeak":
         env[f"{p}_SCAIDRIVE_URL"] = ep.scaidrive_url
+        env[f"{p}_RELAY_SUPPORTS_CLONING"] = "true"
     return env
 
 
@@ -79,6 +85,21 @@ def components(ep: Endpoints, state_dir: Path) -> list[Component]:
             "s3",
             [moto_server(), "-H", "127.0.0.1", "-p", str(PORTS["s3"])],
             f"{ep.s3_url}/moto-api/",
+        ),
+        Component(
+            "node",
+            python(
+                "-m",
+                "scaidevstack",
+                "node",
+                "serve",
+                "--grpc",
+                f"127.0.0.1:{PORTS['node']}",
+                "--http",
+                f"127.0.0.1:{PORTS['node-http']}",
+            ),
+            f"http://127.0.0.1:{PORTS['node-http']}/readyz",
+            env={"DEVSTACK_RELAY_API_KEY": "sk-devstack"},
         ),
         Component(
             "scaikey",
@@ -106,7 +127,7 @@ def components(ep: Endpoints, state_dir: Path) -> list[Component]:
                 "--data-dir",
                 str(state_dir / "scaidrive"),
             ),
-            f"{ep.scaidrive_url}/api/v1/users/me/shares",
+            f"{ep.scaidrive_url}/healthz",
             env={"SCAIKEY_JWKS_URL": jwks, "SCAIKEY_ISSUER": ep.scaikey_url},
         ),
     ]

@@ -153,6 +153,13 @@ Authentication: an sgk_ API key and a ScaiKey JWT both work; no token is a 401 e
        $SCAIECHO_URL/v1/modules/scaiecho/nope
   curl -s -H "Authorization: Bearer $SCAI_DEMO_JWT" $SCAISPEAK_URL/v1/modules/scaispeak/nope
 
+The inference node (backend A over gRPC) also speaks the OpenAI audio API (backend B):
+  curl -s http://127.0.0.1:8090/v1/audio/speech -H "Authorization: Bearer sk-devstack" \\
+       -H "Content-Type: application/json" -o /tmp/hello.wav \\
+       -d '{{"model":"tts-1","voice":"joe","input":"Hello there.","response_format":"wav"}}'
+  curl -s http://127.0.0.1:8090/v1/audio/transcriptions -H "Authorization: Bearer sk-devstack" \\
+       -F file=@/tmp/hello.wav -F model=whisper-1
+
 Metrics:
   curl -s $SCAIECHO_URL/metrics | grep scaiecho_http_requests_total
 

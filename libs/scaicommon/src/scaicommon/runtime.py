@@ -15,10 +15,14 @@ from starlette.datastructures import Headers
 
 from scaicommon.apikeys import follow_revocations
 from scaicommon.auth import Authenticator, extract_bearer
+from scaicommon.grpcclient import NodeClient
 from scaicommon.health import Check, CheckResult, Readiness
 from scaicommon.metrics import ServiceMetrics
+from scaicommon.nodepoller import NodeStack
+from scaicommon.nodes import NodeRegistry
 from scaicommon.principal import ModulePermissions, Principal
 from scaicommon.ratelimit import RateLimiter
+from scaicommon.relay import RelayClient
 from scaicommon.settings import CommonSettings
 from scaicommon.storage import ObjectStore
 from scaicommon.store import open_pool
@@ -29,11 +33,16 @@ log = structlog.get_logger("scaicommon.runtime")
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """What identifies a service: module id, version and permission keys."""
+    """What identifies a service: module id, version, permission keys and its engine kind.
+
+    ``engine_kind`` is the node engine the module serves (``audio.transcribe`` for ScaiEcho,
+    ``audio.synthesize`` for ScaiSpeak); readiness ``scaiinfer`` looks for it (§12.1).
+    """
 
     module: str
     version: str
     permissions: ModulePermissions
+    engine_kind: str = ""
 
     @property
     def mount(self) -> str:
@@ -71,6 +80,8 @@ class Runtime:
         self._limiter: RateLimiter | None = None
         self._readiness: Readiness | None = None
         self._revocations: asyncio.Task[None] | None = None
+        self._nodes: NodeStack | None = None
+        self._relay: RelayClient | None = None
 
     # ----- lifecycle ------------------------------------------------------------------
 
@@ -100,9 +111,28 @@ class Runtime:
         self._limiter = RateLimiter.from_settings(
             self._redis, s, on_unavailable=self.metrics.ratelimit_unavailable
         )
+        self._relay = RelayClient.from_settings(
+            s,
+            module=self.spec.module,
+            user_agent=self.spec.user_agent,
+            metrics=self.metrics,
+            tracer=self.tracer_provider.get_tracer("scaicommon.relay"),
+        )
+        self._nodes = NodeStack.from_settings(
+            s,
+            self._redis,
+            module=self.spec.module,
+            metrics=self.metrics,
+            tracer=self.tracer_provider.get_tracer("scaicommon.grpcclient"),
+        )
+        self._nodes.start()  # the one poller task of this process (§6.2)
 
     async def close(self) -> None:
         """Close every resource that was opened."""
+        if self._nodes is not None:
+            await self._nodes.aclose()
+        if self._relay is not None:
+            await self._relay.aclose()
         if self._revocations is not None:
             self._revocations.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -155,6 +185,24 @@ class Runtime:
         assert self._limiter is not None, "runtime not started"
         return self._limiter
 
+    @property
+    def nodes(self) -> NodeRegistry:
+        """The inference-node registry reader (§6)."""
+        assert self._nodes is not None, "runtime not started"
+        return self._nodes.registry
+
+    @property
+    def node_client(self) -> NodeClient:
+        """The gRPC client towards nodes (§7)."""
+        assert self._nodes is not None, "runtime not started"
+        return self._nodes.client
+
+    @property
+    def relay(self) -> RelayClient:
+        """The relay client (§8)."""
+        assert self._relay is not None, "runtime not started"
+        return self._relay
+
     async def authenticate_headers(self, headers: Headers, request_id: str) -> Principal:
         """Resolve the principal of an HTTP request from its headers."""
         token = extract_bearer(headers)
@@ -197,9 +245,10 @@ class Runtime:
     async def _check_scaiinfer(self) -> CheckResult:
         if not (self.settings.nodes or self.settings.nodes_dns):
             return CheckResult("none", "no inference nodes configured")
-        return CheckResult("none", "no node has answered yet")
+        kinds = (self.spec.engine_kind,) if self.spec.engine_kind else ()
+        status, reason = await self.nodes.readiness(kinds)
+        return CheckResult(status, reason)
 
     async def _check_relay(self) -> CheckResult:
-        if not self.settings.relay_configured:
-            return CheckResult("unconfigured", "relay base URL or API key not set")
-        return CheckResult("ok")
+        status, reason = self.relay.readiness()
+        return CheckResult(status, reason)

@@ -15,7 +15,12 @@ from scaiecho.routes import build_routes
 from scaiecho.settings import EchoSettings
 from scaiecho.worker import build_worker
 
-SPEC = ServiceSpec(module="scaiecho", version=__version__, permissions=PERMISSIONS)
+SPEC = ServiceSpec(
+    module="scaiecho",
+    version=__version__,
+    permissions=PERMISSIONS,
+    engine_kind="audio.transcribe",
+)
 
 DEFINITION = ServiceDefinition(
     spec=SPEC,

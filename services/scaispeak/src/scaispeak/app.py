@@ -16,7 +16,12 @@ from scaispeak.routes import build_routes
 from scaispeak.settings import SpeakSettings
 from scaispeak.worker import build_worker
 
-SPEC = ServiceSpec(module="scaispeak", version=__version__, permissions=PERMISSIONS)
+SPEC = ServiceSpec(
+    module="scaispeak",
+    version=__version__,
+    permissions=PERMISSIONS,
+    engine_kind="audio.synthesize",
+)
 
 DEFINITION = ServiceDefinition(
     spec=SPEC,
