@@ -21,26 +21,13 @@ from websockets.exceptions import ConnectionClosed
 
 from scaicommon.auth import Authenticator, ws_authenticate
 from scaicommon.errors import ScaiError
-from scaicommon.principal import ModulePermissions
 from scaicommon.scaigrid import ScaiGridClient
 from scaicommon.testing.inloop import serving
 from scaidevstack.scaikey.keys import KeyStore
 from scaidevstack.scaikey.tokens import build_user_claims
+from scaispeak.permissions import PERMISSIONS as SPEAK
 
 ISSUER = "https://scaikey.example.test"
-SPEAK = ModulePermissions(
-    "scaispeak",
-    frozenset(
-        {
-            "scaispeak:synthesize",
-            "scaispeak:voice.read",
-            "scaispeak:voice.write",
-            "scaispeak:voice.share",
-            "scaispeak:admin",
-        }
-    ),
-    frozenset({"scaispeak:voice.read"}),
-)
 KEY_A = "sgk_" + "A" * 36
 KEY_B = "sgk_" + "B" * 100
 ME = {
