@@ -36,12 +36,25 @@ def _piper_voice():  # type: ignore[no-untyped-def]
     return PiperVoice.load(str(piper_voice_path()))
 
 
-def piper_speech(text: str, rate: int = 16000, *, length_scale: float | None = None) -> np.ndarray:
-    """``text`` spoken by the shipped piper voice, as int16 mono at ``rate``."""
+def piper_speech(
+    text: str,
+    rate: int = 16000,
+    *,
+    length_scale: float | None = None,
+    noise_scale: float | None = 0.0,
+    noise_w_scale: float | None = 0.0,
+) -> np.ndarray:
+    """``text`` spoken by the shipped piper voice, as int16 mono at ``rate``.
+
+    Piper's noise is off by default so that the same text gives the same audio every run
+    (tests then measure the engines, not piper's randomness); pass ``None`` for piper's own.
+    """
     from piper import SynthesisConfig
 
     voice = _piper_voice()
-    config = SynthesisConfig(length_scale=length_scale)
+    config = SynthesisConfig(
+        length_scale=length_scale, noise_scale=noise_scale, noise_w_scale=noise_w_scale
+    )
     parts = [chunk.audio_int16_array for chunk in voice.synthesize(text, config)]
     audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
     return resample_int16(audio, voice.config.sample_rate, rate)
