@@ -65,3 +65,6 @@ def test_word_error_rate() -> None:
     assert word_error_rate("the cat sat", "the cat sat down") == 1 / 3
     assert word_error_rate("the cat sat", "a cat") == 2 / 3
     assert word_error_rate("", "") == 0.0
+    assert word_error_rate("open at nine, five books", "open at 9, 5 books") == 0.0
+    assert word_error_rate("twenty one", "21") == 0.0
+    assert word_error_rate("four", "5") == 1.0

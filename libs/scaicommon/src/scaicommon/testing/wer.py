@@ -7,9 +7,50 @@ import re
 _WORD = re.compile(r"[a-z0-9']+")
 
 
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def _number_words(token: str) -> list[str]:
+    """Spell out 0–99 as recognisers and people write them in words; others stay digits."""
+    if not token.isdigit() or int(token) > 99:
+        return [token]
+    value = int(token)
+    if value < 20:
+        return [_ONES[value]]
+    tens, ones = divmod(value, 10)
+    return [_TENS[tens]] + ([_ONES[ones]] if ones else [])
+
+
 def normalise_words(text: str) -> list[str]:
-    """Lower-case words without punctuation (``Hello, world!`` → ``["hello", "world"]``)."""
-    return _WORD.findall(text.lower().replace("’", "'"))
+    """Lower-case words without punctuation, small numbers spelled out.
+
+    ``Hello, world!`` → ``["hello", "world"]``; ``at 9`` → ``["at", "nine"]`` (recognisers
+    write numerals for spoken numbers; both spellings are the same words).
+    """
+    words = _WORD.findall(text.lower().replace("’", "'"))
+    return [w for token in words for w in _number_words(token)]
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
