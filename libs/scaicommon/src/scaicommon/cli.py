@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 
+import msgspec
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from starlette.applications import Starlette
@@ -122,10 +123,8 @@ def main(definition: ServiceDefinition, argv: Sequence[str] | None = None) -> in
         print(json.dumps(settings.public_dict(), indent=2, default=str))
         return 0
     if command == "serve":
-        if args.host:
-            settings = _replace(settings, host=args.host)
-        if args.port:
-            settings = _replace(settings, port=args.port)
+        flags = {"host": args.host, "port": args.port}
+        settings = msgspec.structs.replace(settings, **{k: v for k, v in flags.items() if v})
         asyncio.run(_serve(definition, settings))
         return 0
     if command == "worker":
@@ -157,9 +156,3 @@ def main(definition: ServiceDefinition, argv: Sequence[str] | None = None) -> in
     return asyncio.run(
         run_budgets(args, dsn=settings.database_url, schema=settings.schema, updated_by=created_by)
     )
-
-
-def _replace(settings: CommonSettings, **changes: object) -> CommonSettings:
-    import msgspec
-
-    return msgspec.structs.replace(settings, **changes)
