@@ -34,6 +34,7 @@ proto: install  ## regenerate the committed gRPC stubs from proto/
 bench: install  ## benchmarks print tables and write bench/results/
 	$(UV) run python bench/http_overhead.py
 	$(UV) run python bench/node.py
+	$(UV) run python bench/echo_batch.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

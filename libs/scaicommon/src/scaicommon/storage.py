@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -207,6 +208,22 @@ class ObjectStore:
         """Delete the object (no error when it is already gone)."""
         self.check_key(key)
         await self._call("delete", lambda: self._client.delete_object(Bucket=self._bucket, Key=key))
+
+    async def list_keys(self, prefix: str) -> list[tuple[str, datetime]]:
+        """Every ``(key, last_modified)`` under ``prefix`` (a key prefix of this module)."""
+        self.check_key(prefix)
+
+        def walk() -> list[tuple[str, datetime]]:
+            found: list[tuple[str, datetime]] = []
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    found.append((str(item["Key"]), item["LastModified"]))
+            return found
+
+        return await self._call("list", walk)
 
     async def exists(self, key: str) -> bool:
         """Whether the object exists."""

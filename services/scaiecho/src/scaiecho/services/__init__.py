@@ -1,0 +1,1 @@
+"""ScaiEcho behaviour: one service per concern; routes stay thin."""

@@ -1,0 +1,42 @@
+"""The API process's service objects, built once after the runtime started."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scaicommon.jobs import JobQueue
+from scaicommon.runtime import Runtime
+from scaiecho.deps import EchoDeps, deps_of
+from scaiecho.dispatch import Dispatcher
+from scaiecho.services.jobs import JobService
+from scaiecho.services.transcribe import TranscribeService
+
+_ATTR = "_scaiecho_services"
+
+
+@dataclass(frozen=True)
+class EchoServices:
+    """Every behaviour the HTTP routes call."""
+
+    deps: EchoDeps
+    dispatcher: Dispatcher
+    transcribe: TranscribeService
+    jobs: JobService
+
+
+def services_of(runtime: Runtime) -> EchoServices:
+    """The process's :class:`EchoServices` (built on first use)."""
+    existing = getattr(runtime, _ATTR, None)
+    if isinstance(existing, EchoServices):
+        return existing
+    deps = deps_of(runtime)
+    dispatcher = Dispatcher(runtime, deps.settings, deps.policies)
+    queue = JobQueue(runtime.redis, runtime.spec.module)
+    services = EchoServices(
+        deps=deps,
+        dispatcher=dispatcher,
+        transcribe=TranscribeService(deps, dispatcher, queue),
+        jobs=JobService(deps),
+    )
+    setattr(runtime, _ATTR, services)
+    return services
