@@ -39,7 +39,7 @@ from scaicommon.requestid import set_request_id
 from scaicommon.testing import LocalRedis
 from scaicommon.testing.nodes import DevNode, start_nodes
 from scaicommon.tracing import build_tracer_provider
-from scaidevstack.speechgen import espeak_speech
+from scaidevstack.speechgen import piper_speech
 
 SECRET = "node-secret-for-tests"
 STT = "audio.transcribe"
@@ -59,7 +59,7 @@ def nodes() -> Iterator[tuple[DevNode, DevNode]]:
 
 @pytest.fixture(scope="module")
 def speech() -> bytes:
-    return espeak_speech("Hello world, this is a short test.").astype(np.int16).tobytes()
+    return piper_speech("Hello world, this is a short test.").astype(np.int16).tobytes()
 
 
 def pcm(data: bytes) -> pb.AudioInput:

@@ -153,6 +153,20 @@ Authentication: an sgk_ API key and a ScaiKey JWT both work; no token is a 401 e
        $SCAIECHO_URL/v1/modules/scaiecho/nope
   curl -s -H "Authorization: Bearer $SCAI_DEMO_JWT" $SCAISPEAK_URL/v1/modules/scaispeak/nope
 
+Transcribe a file with ScaiEcho (inline; `-F force_async=true` makes it a job), list your jobs,
+and use the OpenAI-compatible route:
+  curl -s http://127.0.0.1:8090/v1/audio/speech -H "Authorization: Bearer sk-devstack" \\
+       -H "Content-Type: application/json" -o /tmp/hello.wav \\
+       -d '{{"model":"tts-1","voice":"joe","input":"Hello, a test.","response_format":"wav"}}'
+  curl -s $SCAIECHO_URL/v1/modules/scaiecho/transcribe \\
+       -H "Authorization: Bearer $SCAI_DEMO_SCAIECHO_API_KEY" \\
+       -F file=@/tmp/hello.wav -F language_hint=en
+  curl -s $SCAIECHO_URL/v1/modules/scaiecho/transcribe/jobs \\
+       -H "Authorization: Bearer $SCAI_DEMO_SCAIECHO_API_KEY"
+  curl -s $SCAIECHO_URL/v1/modules/scaiecho/v1/audio/transcriptions \\
+       -H "Authorization: Bearer $SCAI_DEMO_SCAIECHO_API_KEY" -F file=@/tmp/hello.wav \\
+       -F model=whisper-1 -F response_format=srt
+
 The inference node (backend A over gRPC) also speaks the OpenAI audio API (backend B):
   curl -s http://127.0.0.1:8090/v1/audio/speech -H "Authorization: Bearer sk-devstack" \\
        -H "Content-Type: application/json" -o /tmp/hello.wav \\
