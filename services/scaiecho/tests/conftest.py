@@ -2,47 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
-from scaicommon.apikeys import ApiKeyStore
-from scaicommon.runtime import Runtime
-from scaicommon.settings import Secret
-from scaicommon.store import migrate
 from scaicommon.testing import S3Endpoint, fresh_database
-from scaicommon.testing.inloop import serving
+from scaicommon.testing.inprocess import ServiceEnv, running_service
 from scaidevstack.node.testing import NodeProcess, start_node
 from scaiecho.app import DEFINITION
-from scaiecho.settings import EchoSettings
 
 RELAY_KEY = "sk-devstack"
 TRANSCRIBE = "scaiecho:transcribe"
 
 
-@dataclass
-class EchoEnv:
-    """A running ScaiEcho: base URL, its runtime and a way to mint API keys."""
-
-    base: str
-    runtime: Runtime
-    api_keys: ApiKeyStore
-
-    @property
-    def dsn(self) -> str:
-        """The service's database."""
-        return str(self.runtime.settings.database_url)
-
-    @property
-    def mount(self) -> str:
-        """Base URL plus ``/v1/modules/scaiecho``."""
-        return f"{self.base}/v1/modules/scaiecho"
+class EchoEnv(ServiceEnv):
+    """A running ScaiEcho; keys default to ``scaiecho:transcribe``."""
 
     async def key(
         self,
@@ -52,32 +29,14 @@ class EchoEnv:
         permissions: Sequence[str] = (TRANSCRIBE,),
         roles: Sequence[str] = (),
     ) -> str:
-        """A fresh ``sgk_`` key for ``tenant``/``user`` with the given grants."""
-        _, key = await self.api_keys.create(
-            tenant_id=tenant,
-            user_id=user,
-            created_by="test",
-            roles=roles,
-            module_permissions=permissions,
-        )
-        return key
+        """A fresh ``sgk_`` key (``scaiecho:transcribe`` unless told otherwise)."""
+        return await super().key(tenant=tenant, user=user, permissions=permissions, roles=roles)
 
-    async def wait_for_node(self, timeout_s: float = 15.0) -> None:
-        """Until the node registry offers a transcribe node."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while not await self.runtime.nodes.resolve_audio_node("audio.transcribe"):
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError("no transcribe node in the registry")
-            await asyncio.sleep(0.1)
-
-    def client(self, key: str, **kwargs: Any) -> httpx.AsyncClient:
-        """An HTTP client on the mount, authenticated with ``key``."""
-        return httpx.AsyncClient(
-            base_url=self.mount,
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=kwargs.pop("timeout", 120.0),
-            **kwargs,
-        )
+    async def wait_for_node(
+        self, engine_kind: str = "audio.transcribe", timeout_s: float = 15.0
+    ) -> None:
+        """Until the registry offers a transcribe node."""
+        await super().wait_for_node(engine_kind, timeout_s)
 
 
 @contextlib.asynccontextmanager
@@ -85,28 +44,8 @@ async def running_echo(
     dsn: str, redis_url: str, s3: S3Endpoint, **overrides: Any
 ) -> AsyncIterator[EchoEnv]:
     """Migrate ``dsn`` and serve ScaiEcho with ``overrides`` applied to its settings."""
-    await migrate(dsn, "scaiecho", DEFINITION.migration_sources())
-    values: dict[str, Any] = {
-        "database_url": dsn,
-        "redis_url": redis_url,
-        "s3_endpoint_url": s3.url,
-        "s3_access_key": s3.access_key,
-        "s3_secret_key": Secret(s3.secret_key),
-        "env": "development",
-        "rate_limit_enabled": False,
-        "node_poll_interval_s": 1.0,
-        "node_warn_after_s": 3.0,
-        "node_stale_after_s": 6.0,
-    }
-    for name in ("relay_api_key", "grpc_service_secret"):
-        if isinstance(overrides.get(name), str):
-            overrides[name] = Secret(overrides[name])
-    values.update(overrides)
-    settings = EchoSettings(**values)
-    runtime = DEFINITION.new_runtime(settings)
-    app = DEFINITION.create_app(settings, runtime=runtime)
-    async with serving(app, wait_path="/healthz") as base:
-        yield EchoEnv(base, runtime, ApiKeyStore(runtime.pool))
+    async with running_service(DEFINITION, dsn, redis_url, s3, **overrides) as env:
+        yield EchoEnv(env.base, env.runtime, env.api_keys)
 
 
 def with_node(node: NodeProcess) -> dict[str, Any]:
