@@ -187,6 +187,12 @@ class CommonSettings(msgspec.Struct, kw_only=True):
     rate_limit_per_ip: int = 120
     apikey_cache_ttl_s: float = 30.0
     warm_registry_ttl_s: float = 86400.0
+    # Async jobs. Not in the contracts (the services' READMEs explain them): how fast a dead
+    # worker's job is taken over, and how often the sweep cron looks for lost jobs.
+    job_max_attempts: int = 3
+    job_lease_s: float = 30.0
+    job_sweep_interval_s: int = 60
+    job_requeue_after_s: float = 120.0
     currency: str = "EUR"
     cors_allow_origins: list[str] = msgspec.field(default_factory=list)
     preflight_min_duration_s: float = 3.0
@@ -268,6 +274,15 @@ class CommonSettings(msgspec.Struct, kw_only=True):
             out.append(f"{prefix}_DEFAULT_ALLOWED_BACKENDS: expected A, B, AB or BA")
         if self.default_backend not in ("", "A", "B"):
             out.append(f"{prefix}_DEFAULT_BACKEND: expected A or B")
+        every = self.job_sweep_interval_s
+        if (
+            every <= 0
+            or (every < 60 and 60 % every)
+            or (every >= 60 and (every % 60 or 3600 % every))
+        ):
+            out.append(
+                f"{prefix}_JOB_SWEEP_INTERVAL_S: must divide 60, or be whole minutes dividing 60"
+            )
         return out
 
     def require(self, *names: str) -> None:

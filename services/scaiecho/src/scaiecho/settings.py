@@ -31,25 +31,6 @@ class EchoSettings(CommonSettings, kw_only=True):
     max_streams_per_tenant: int = 20
     max_streams_per_instance: int = 200
     webrtc_session_ttl_s: float = 120.0
-    job_max_attempts: int = 3
     job_retention_days: int = 30
-    # Not in the contract (README "Decisions"): how fast a dead worker's job is taken over.
-    job_lease_s: float = 30.0
-    job_sweep_interval_s: int = 60
-    job_requeue_after_s: float = 120.0
     worker_concurrency: int = 4
     instance_id: str = ""
-
-    def problems(self) -> list[str]:
-        """The common checks plus the job sweep interval (it drives an arq cron)."""
-        out = super().problems()
-        every = self.job_sweep_interval_s
-        if (
-            every <= 0
-            or (every < 60 and 60 % every)
-            or (every >= 60 and (every % 60 or 3600 % every))
-        ):
-            out.append(
-                "SCAIECHO_JOB_SWEEP_INTERVAL_S: must divide 60, or be whole minutes dividing 60"
-            )
-        return out

@@ -29,7 +29,6 @@ class SpeakSettings(CommonSettings, kw_only=True):
     openai_default_voice: str = ""
     sync_timeout_s: float = 120.0
     max_upload_bytes: int = 52_428_800
-    job_max_attempts: int = 3
     job_audio_url_ttl_s: float = 3600.0
     job_output_retention_hours: int = 168
     preflight_min_duration_s: float = 5.0
