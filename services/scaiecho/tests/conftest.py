@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -21,22 +21,8 @@ TRANSCRIBE = "scaiecho:transcribe"
 class EchoEnv(ServiceEnv):
     """A running ScaiEcho; keys default to ``scaiecho:transcribe``."""
 
-    async def key(
-        self,
-        *,
-        tenant: str = "tnt_a",
-        user: str = "usr_a",
-        permissions: Sequence[str] = (TRANSCRIBE,),
-        roles: Sequence[str] = (),
-    ) -> str:
-        """A fresh ``sgk_`` key (``scaiecho:transcribe`` unless told otherwise)."""
-        return await super().key(tenant=tenant, user=user, permissions=permissions, roles=roles)
-
-    async def wait_for_node(
-        self, engine_kind: str = "audio.transcribe", timeout_s: float = 15.0
-    ) -> None:
-        """Until the registry offers a transcribe node."""
-        await super().wait_for_node(engine_kind, timeout_s)
+    DEFAULT_PERMISSIONS = (TRANSCRIBE,)
+    ENGINE_KIND = "audio.transcribe"
 
 
 @contextlib.asynccontextmanager
@@ -44,8 +30,10 @@ async def running_echo(
     dsn: str, redis_url: str, s3: S3Endpoint, **overrides: Any
 ) -> AsyncIterator[EchoEnv]:
     """Migrate ``dsn`` and serve ScaiEcho with ``overrides`` applied to its settings."""
-    async with running_service(DEFINITION, dsn, redis_url, s3, **overrides) as env:
-        yield EchoEnv(env.base, env.runtime, env.api_keys)
+    async with running_service(
+        DEFINITION, dsn, redis_url, s3, env_type=EchoEnv, **overrides
+    ) as env:
+        yield env
 
 
 def with_node(node: NodeProcess) -> dict[str, Any]:

@@ -4,7 +4,7 @@ its relay API as B), dev ScaiKey and dev ScaiDrive."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +29,8 @@ ALL_KEYS = (
 class SpeakEnv(ServiceEnv):
     """A running ScaiSpeak; keys default to every non-admin permission."""
 
-    async def key(
-        self,
-        *,
-        tenant: str = "tnt_a",
-        user: str = "usr_a",
-        permissions: Sequence[str] = ALL_KEYS,
-        roles: Sequence[str] = (),
-    ) -> str:
-        """A fresh ``sgk_`` key (all non-admin ScaiSpeak keys unless told otherwise)."""
-        return await super().key(tenant=tenant, user=user, permissions=permissions, roles=roles)
-
-    async def wait_for_node(
-        self, engine_kind: str = "audio.synthesize", timeout_s: float = 15.0
-    ) -> None:
-        """Until the registry offers a synthesis node."""
-        await super().wait_for_node(engine_kind, timeout_s)
+    DEFAULT_PERMISSIONS = ALL_KEYS
+    ENGINE_KIND = "audio.synthesize"
 
 
 @contextlib.asynccontextmanager
@@ -52,8 +38,10 @@ async def running_speak(
     dsn: str, redis_url: str, s3: S3Endpoint, **overrides: Any
 ) -> AsyncIterator[SpeakEnv]:
     """Migrate ``dsn`` and serve ScaiSpeak with ``overrides`` applied to its settings."""
-    async with running_service(DEFINITION, dsn, redis_url, s3, **overrides) as env:
-        yield SpeakEnv(env.base, env.runtime, env.api_keys)
+    async with running_service(
+        DEFINITION, dsn, redis_url, s3, env_type=SpeakEnv, **overrides
+    ) as env:
+        yield env
 
 
 def with_node(node: NodeProcess, *, cloning_relay: bool = True) -> dict[str, Any]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import httpx
 import redis.asyncio as aioredis
@@ -29,6 +31,8 @@ from scaicommon.store import open_pool
 from scaicommon.tracing import build_tracer_provider
 
 log = structlog.get_logger("scaicommon.runtime")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,17 @@ class Runtime:
         self._revocations: asyncio.Task[None] | None = None
         self._nodes: NodeStack | None = None
         self._relay: RelayClient | None = None
+        self._cached: dict[str, Any] = {}
+
+    def cached(self, key: str, build: Callable[[], T]) -> T:
+        """The process-wide object under ``key``, built by ``build()`` on first use.
+
+        For a service's own collaborators (stores, services) that need the started runtime.
+        """
+        if key not in self._cached:
+            self._cached[key] = build()
+        value: T = self._cached[key]
+        return value
 
     # ----- lifecycle ------------------------------------------------------------------
 

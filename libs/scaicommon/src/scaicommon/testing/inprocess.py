@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 
@@ -24,7 +24,14 @@ _SECRETS = ("relay_api_key", "grpc_service_secret", "s3_secret_key", "scaikey_cl
 
 @dataclass
 class ServiceEnv:
-    """A running service: base URL, its runtime and a way to mint API keys."""
+    """A running service: base URL, its runtime and a way to mint API keys.
+
+    Subclasses set :attr:`DEFAULT_PERMISSIONS` (what :meth:`key` grants unless told otherwise)
+    and :attr:`ENGINE_KIND` (what :meth:`wait_for_node` waits for).
+    """
+
+    DEFAULT_PERMISSIONS: ClassVar[tuple[str, ...]] = ()
+    ENGINE_KIND: ClassVar[str] = ""
 
     base: str
     runtime: Runtime
@@ -50,16 +57,16 @@ class ServiceEnv:
         *,
         tenant: str = "tnt_a",
         user: str = "usr_a",
-        permissions: Sequence[str] = (),
+        permissions: Sequence[str] | None = None,
         roles: Sequence[str] = (),
     ) -> str:
-        """A fresh ``sgk_`` key for ``tenant``/``user`` with the given grants."""
+        """A fresh ``sgk_`` key for ``tenant``/``user`` (default grants: the class's)."""
         _, key = await self.api_keys.create(
             tenant_id=tenant,
             user_id=user,
             created_by="test",
             roles=roles,
-            module_permissions=permissions,
+            module_permissions=self.DEFAULT_PERMISSIONS if permissions is None else permissions,
         )
         return key
 
@@ -72,20 +79,30 @@ class ServiceEnv:
             **kwargs,
         )
 
-    async def wait_for_node(self, engine_kind: str, timeout_s: float = 15.0) -> None:
-        """Until the node registry offers a node with ``engine_kind``."""
+    async def wait_for_node(self, engine_kind: str | None = None, timeout_s: float = 15.0) -> None:
+        """Until the node registry offers a node with ``engine_kind`` (default: the class's)."""
+        kind = engine_kind or self.ENGINE_KIND
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while not await self.runtime.nodes.resolve_audio_node(engine_kind):
+        while not await self.runtime.nodes.resolve_audio_node(kind):
             if loop.time() > deadline:
-                raise AssertionError(f"no {engine_kind} node in the registry")
+                raise AssertionError(f"no {kind} node in the registry")
             await asyncio.sleep(0.1)
+
+
+E = TypeVar("E", bound=ServiceEnv)
 
 
 @contextlib.asynccontextmanager
 async def running_service(
-    definition: ServiceDefinition, dsn: str, redis_url: str, s3: S3Endpoint, **overrides: Any
-) -> AsyncIterator[ServiceEnv]:
+    definition: ServiceDefinition,
+    dsn: str,
+    redis_url: str,
+    s3: S3Endpoint,
+    *,
+    env_type: type[E],
+    **overrides: Any,
+) -> AsyncIterator[E]:
     """Migrate ``dsn`` and serve the service with ``overrides`` applied to its settings.
 
     Rate limits are off and the node registry is polled every second unless overridden.
@@ -111,4 +128,4 @@ async def running_service(
     runtime = definition.new_runtime(settings)
     app = definition.create_app(settings, runtime=runtime)
     async with serving(app, wait_path="/healthz") as base:
-        yield ServiceEnv(base, runtime, ApiKeyStore(runtime.pool))
+        yield env_type(base, runtime, ApiKeyStore(runtime.pool))

@@ -11,8 +11,6 @@ from scaiecho.dispatch import Dispatcher
 from scaiecho.services.jobs import JobService
 from scaiecho.services.transcribe import TranscribeService
 
-_ATTR = "_scaiecho_services"
-
 
 @dataclass(frozen=True)
 class EchoServices:
@@ -26,17 +24,16 @@ class EchoServices:
 
 def services_of(runtime: Runtime) -> EchoServices:
     """The process's :class:`EchoServices` (built on first use)."""
-    existing = getattr(runtime, _ATTR, None)
-    if isinstance(existing, EchoServices):
-        return existing
-    deps = deps_of(runtime)
-    dispatcher = Dispatcher(runtime, deps.settings, deps.policies)
-    queue = JobQueue(runtime.redis, runtime.spec.module)
-    services = EchoServices(
-        deps=deps,
-        dispatcher=dispatcher,
-        transcribe=TranscribeService(deps, dispatcher, queue),
-        jobs=JobService(deps),
-    )
-    setattr(runtime, _ATTR, services)
-    return services
+
+    def build() -> EchoServices:
+        deps = deps_of(runtime)
+        dispatcher = Dispatcher(runtime, deps.settings, deps.policies)
+        queue = JobQueue(runtime.redis, runtime.spec.module)
+        return EchoServices(
+            deps=deps,
+            dispatcher=dispatcher,
+            transcribe=TranscribeService(deps, dispatcher, queue),
+            jobs=JobService(deps),
+        )
+
+    return runtime.cached("scaiecho.services", build)
