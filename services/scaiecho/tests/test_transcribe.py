@@ -117,6 +117,10 @@ async def test_inline_job_row_usage_and_audit(echo: EchoEnv) -> None:
         ).fetchall()
     assert usage == [("transcribe.batch", "B", data["audio_duration_ms"], "success")]
     assert audit == [("scaiecho.transcription.create", "SUCCESS")]
+    async with httpx.AsyncClient() as raw:
+        metrics = (await raw.get(f"{echo.base}/metrics")).text
+    assert 'scaiecho_dispatch_total{backend="B",operation="transcribe",outcome="success"}' in metrics
+    assert 'scaiecho_usage_units_total{backend="B",unit="audio_ms"}' in metrics
 
 
 async def test_lying_content_type_still_transcribes(echo: EchoEnv) -> None:

@@ -9,7 +9,7 @@ from scaicommon.audit import AuditWriter
 from scaicommon.policy import PolicyStore
 from scaicommon.pricing import Pricing
 from scaicommon.runtime import Runtime
-from scaicommon.usage import BudgetGuard, BudgetStore, UsageRecorder
+from scaicommon.usage import BudgetGuard, BudgetStore, UsageRecord, UsageRecorder
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,17 @@ def common_deps(
     """The :class:`ServiceDeps` fields for ``runtime``, as keyword arguments for a subclass."""
     settings = runtime.settings
     pool = runtime.pool
-    usage = UsageRecorder(pool, runtime.redis, runtime.spec.module, pricing=pricing)
+    metrics = runtime.metrics
+
+    def count_usage(record: UsageRecord) -> None:
+        metrics.usage_units.labels(unit=record.unit, backend=record.backend).inc(record.units)
+
+    def count_rejection(unit: str, kind: str) -> None:
+        metrics.quota_rejections.labels(unit=unit, kind=kind).inc()
+
+    usage = UsageRecorder(
+        pool, runtime.redis, runtime.spec.module, pricing=pricing, on_record=count_usage
+    )
     budgets = BudgetStore(pool)
     return {
         "runtime": runtime,
@@ -42,6 +52,8 @@ def common_deps(
         ),
         "usage": usage,
         "budgets": budgets,
-        "guard": BudgetGuard(budgets, usage, pricing, default_monthly_limit),
+        "guard": BudgetGuard(
+            budgets, usage, pricing, default_monthly_limit, on_reject=count_rejection
+        ),
         "audit": AuditWriter(pool, module=runtime.spec.module),
     }

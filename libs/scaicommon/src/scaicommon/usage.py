@@ -21,7 +21,7 @@ The budget repository and the guard live in :mod:`scaicommon.budgets` and are re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -187,7 +187,8 @@ class UsageTotals:
 class UsageRecorder:
     """Writes usage rows, keeps the Redis counters and answers "how much was used".
 
-    ``pricing`` prices each row (``cost``); without it rows cost 0.
+    ``pricing`` prices each row (``cost``); without it rows cost 0. ``on_record(record)`` is
+    called after each row is written (for the ``<m>_usage_units_total`` counter).
     """
 
     def __init__(
@@ -197,11 +198,13 @@ class UsageRecorder:
         module: str,
         *,
         pricing: Pricing | None = None,
+        on_record: Callable[[UsageRecord], None] | None = None,
     ) -> None:
         self._pool = pool
         self._redis = redis
         self.module = module
         self.pricing = pricing
+        self._on_record = on_record
         self._incr = redis.register_script(_INCR_EXISTING)
 
     async def record(
@@ -281,6 +284,8 @@ class UsageRecorder:
         assert row is not None
         record = UsageRecord.from_row(row)
         await self._bump(record)
+        if self._on_record is not None:
+            self._on_record(record)
         return record
 
     async def _bump(self, record: UsageRecord) -> None:

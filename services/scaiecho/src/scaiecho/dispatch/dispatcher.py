@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import structlog
 
 from scaicommon.audio import Pcm
@@ -93,6 +95,32 @@ class Dispatcher:
         Raises the backend's mapped :class:`ScaiError`; ``SCAIECHO_BACKEND_UNAVAILABLE`` (with
         the failed candidate in ``resolution``) when failover ran out.
         """
+        metrics = self._runtime.metrics
+        started = time.monotonic()
+        try:
+            transcript = await self._transcribe(choice, pcm, options, original, tenant_id, user_id)
+        except ScaiError:
+            metrics.dispatch.labels(
+                backend=choice.backend, operation="transcribe", outcome="error"
+            ).inc()
+            raise
+        metrics.dispatch.labels(
+            backend=transcript.backend, operation="transcribe", outcome="success"
+        ).inc()
+        metrics.dispatch_duration.labels(
+            backend=transcript.backend, operation="transcribe"
+        ).observe(time.monotonic() - started)
+        return transcript
+
+    async def _transcribe(
+        self,
+        choice: Choice[NodeInfo],
+        pcm: Pcm,
+        options: TranscribeOptions,
+        original: OriginalAudio | None,
+        tenant_id: str,
+        user_id: str,
+    ) -> Transcript:
         try:
             return await self._call(choice, pcm, options, original, tenant_id, user_id)
         except ScaiError as error:

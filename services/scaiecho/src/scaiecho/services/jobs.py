@@ -168,12 +168,16 @@ class JobRunner:
         started = time.monotonic()
         async with self._leased(job.id, worker_id):
             try:
-                return await self._attempt(job, started)
+                outcome = await self._attempt(job, started)
             except _Failed as failed:
                 await self._deps.jobs.fail(job.id, failed.reason)
                 await drop_staged(self._deps, job)
                 log.info("transcribe_job_failed", reason=failed.reason)
-                return "failed"
+                outcome = "failed"
+        metrics = self._deps.runtime.metrics
+        metrics.jobs.labels(kind="transcribe", outcome=outcome).inc()
+        metrics.job_duration.labels(kind="transcribe").observe(time.monotonic() - started)
+        return outcome
 
     async def _attempt(self, job: Job, started: float) -> str:
         options = TranscribeOptions.from_json(job.options)

@@ -45,6 +45,9 @@ class JobSweeper:
                 await self._queue.enqueue(PROCESS_JOB, job.id)
             log.info("transcribe_job_reclaimed", job_id=job.id, worker_id=job.worker_id)
             done.append(job.id)
+        self._deps.runtime.metrics.queue_depth.labels(queue=self._queue.name).set(
+            await self._queue.depth()
+        )
         return done
 
     async def purge(self) -> dict[str, int]:
