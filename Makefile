@@ -35,6 +35,7 @@ bench: install  ## benchmarks print tables and write bench/results/
 	$(UV) run python bench/http_overhead.py
 	$(UV) run python bench/node.py
 	$(UV) run python bench/echo_batch.py
+	$(UV) run python bench/speak_batch.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -119,7 +119,8 @@ async def test_inline_job_row_usage_and_audit(echo: EchoEnv) -> None:
     assert audit == [("scaiecho.transcription.create", "SUCCESS")]
     async with httpx.AsyncClient() as raw:
         metrics = (await raw.get(f"{echo.base}/metrics")).text
-    assert 'scaiecho_dispatch_total{backend="B",operation="transcribe",outcome="success"}' in metrics
+    dispatched = 'scaiecho_dispatch_total{backend="B",operation="transcribe",outcome="success"}'
+    assert dispatched in metrics
     assert 'scaiecho_usage_units_total{backend="B",unit="audio_ms"}' in metrics
 
 

@@ -112,7 +112,17 @@ def create_app(
         return JSONResponse(folder, status_code=201)
 
     async def upload(request: Request) -> Response:
-        actor = await authorize(request, WRITE_SCOPE)
+        try:
+            actor = await authorize(request, WRITE_SCOPE)
+        except Exception:
+            # Read what the client is still sending (bounded), so the refusal is not lost to
+            # a connection reset while its upload is in flight.
+            received = 0
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > max_file_bytes + _MULTIPART_SLACK:
+                    break
+            raise
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_file_bytes + _MULTIPART_SLACK:
             raise PayloadTooLargeError(f"File exceeds the limit of {max_file_bytes} bytes")

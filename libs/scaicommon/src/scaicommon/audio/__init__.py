@@ -1,4 +1,5 @@
-"""Audio helpers shared by the services: container detection, PyAV decode/encode, splitting."""
+"""Audio helpers shared by the services: container detection, PyAV decode/encode, splitting,
+output formats and reference-clip preflight."""
 
 from scaicommon.audio.containers import (
     ACCEPTED_EXTENSIONS,
@@ -13,24 +14,58 @@ from scaicommon.audio.decode import (
     Pcm,
     Probe,
     decode_pcm16,
-    encode,
     probe,
     split_pcm,
     wav_bytes,
+)
+from scaicommon.audio.output import (
+    OUTPUT_FORMATS,
+    EncodedAudio,
+    StreamEncoder,
+    allowed_rates,
+    check_rate,
+    content_type,
+    default_rate,
+    encode,
+    encode_output,
+    extension,
+    resample,
+)
+from scaicommon.audio.preflight import (
+    ClipMetrics,
+    PreflightResult,
+    PreflightThresholds,
+    measure_clip,
+    run_preflight,
 )
 
 __all__ = [
     "ACCEPTED_EXTENSIONS",
     "ACCEPTED_MIME",
+    "OUTPUT_FORMATS",
     "AudioDecodeError",
     "AudioTooLong",
+    "ClipMetrics",
+    "EncodedAudio",
     "Pcm",
+    "PreflightResult",
+    "PreflightThresholds",
     "Probe",
+    "StreamEncoder",
+    "allowed_rates",
+    "check_rate",
+    "content_type",
     "decode_pcm16",
+    "default_rate",
     "detect_container",
     "encode",
+    "encode_output",
+    "extension",
+    "measure_clip",
     "mime_for",
     "probe",
+    "resample",
+    "run_preflight",
     "sniff",
     "split_pcm",
     "wav_bytes",

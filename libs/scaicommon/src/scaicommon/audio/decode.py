@@ -1,4 +1,6 @@
-"""PyAV decoding, encoding and splitting of audio (design §6, platform §8.2, §14.1).
+"""PyAV decoding and splitting of audio (design §6, platform §8.2, §14.1).
+
+Encoding lives in :mod:`scaicommon.audio.output`.
 
 Everything here is synchronous and CPU-bound: async callers run it with
 ``asyncio.to_thread``.
@@ -10,8 +12,6 @@ import io
 import math
 import os
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
 
@@ -257,63 +257,6 @@ def wav_bytes(pcm: Pcm) -> bytes:
         size,
     )
     return header + pcm.data[:size]
-
-
-# ext -> (muxer, encoder, forced encoder rate or None to keep the input rate when taken)
-_ENCODERS: Final[dict[str, tuple[str, str, int | None]]] = {
-    "mp3": ("mp3", "libmp3lame", None),
-    "flac": ("flac", "flac", None),
-    "ogg": ("ogg", "libopus", 48000),
-    "m4a": ("ipod", "aac", None),
-    "webm": ("webm", "libopus", 48000),
-}
-
-
-def _encoder_rate(codec: str, wanted: int) -> int:
-    rates = av.Codec(codec, "w").audio_rates
-    if not rates or wanted in rates:
-        return wanted
-    higher = sorted(r for r in rates if r >= wanted)
-    return higher[0] if higher else max(rates)
-
-
-@contextmanager
-def _output(buffer: io.BytesIO, muxer: str) -> Iterator[av.container.OutputContainer]:
-    container = av.open(buffer, mode="w", format=muxer)
-    try:
-        yield container
-    finally:
-        container.close()
-
-
-def encode(pcm: Pcm, ext: str) -> bytes:
-    """Encode ``pcm`` as a whole file of container ``ext``.
-
-    ``ext`` is ``wav``, ``mp3``, ``flac``, ``ogg`` (Opus), ``m4a`` (AAC) or ``webm``
-    (Opus). Opus is encoded at 48 kHz; MP3 and AAC at the input rate when the encoder
-    takes it, else the next rate it does. Synchronous: call it with ``asyncio.to_thread``.
-    """
-    if ext == "wav":
-        return wav_bytes(pcm)
-    if ext not in _ENCODERS:
-        raise ValueError(f"cannot encode to {ext!r}")
-    muxer, codec, forced_rate = _ENCODERS[ext]
-    rate = forced_rate or _encoder_rate(codec, pcm.sample_rate)
-    buffer = io.BytesIO()
-    with _output(buffer, muxer) as container:
-        stream = container.add_stream(codec, rate=rate, layout="mono")
-        if not isinstance(stream, AudioStream):
-            raise TypeError(f"{codec} is not an audio encoder")
-        samples = np.frombuffer(pcm.data, dtype="<i2", count=pcm.samples)
-        frame_len = pcm.sample_rate  # one second per frame; the encoder re-frames
-        for start in range(0, samples.size, frame_len):
-            chunk = samples[start : start + frame_len].reshape(1, -1)
-            frame = AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
-            frame.sample_rate = pcm.sample_rate
-            frame.pts = start
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return buffer.getvalue()
 
 
 def split_pcm(

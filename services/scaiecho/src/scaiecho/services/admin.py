@@ -9,37 +9,51 @@ audited too (``scaiecho.usage.read``, ``scaiecho.budget.read``).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
-import structlog
-from psycopg import AsyncConnection
 from redis.exceptions import RedisError
 
-from scaicommon.audit import AuditWriter
-from scaicommon.envelope import to_scai_error
+from scaicommon.adminaudit import Origin, audit_failures
 from scaicommon.errors import service_unavailable, validation_error
-from scaicommon.nodes import RegistryUnreadable
+from scaicommon.nodelisting import NodeListing
 from scaicommon.periods import period_end
 from scaicommon.policy import Policy, parse_default_backend, parse_echo_allowed
 from scaicommon.principal import Principal
-from scaicommon.runtime import Runtime
+from scaicommon.tenantadmin import BUDGET_PERIOD, MAX_BUDGET_AMOUNT, TenantBudgetAdmin
+from scaicommon.tenantadmin import PolicyAdmin as TenantPolicyAdmin
 from scaicommon.timefmt import format_ts, utcnow
 from scaicommon.usage import Budget
 from scaicommon.workerapp import queue_name, workers_key
 from scaiecho.deps import EchoDeps
 from scaiecho.store.dashboard import DashboardStore, Percentiles
 
-log = structlog.get_logger("scaiecho.admin")
+__all__ = [
+    "BUDGET_PERIOD",
+    "BUDGET_UNIT",
+    "MAX_AUDIO_SECONDS_LIMIT",
+    "SOURCES",
+    "BudgetAdmin",
+    "BudgetView",
+    "Dashboard",
+    "DashboardService",
+    "NodeCounts",
+    "Origin",
+    "PercentilesView",
+    "PolicyAdmin",
+    "PolicyView",
+    "UsageReport",
+    "UsageReporter",
+    "audit_failures",
+    "node_counts",
+    "parse_month",
+]
 
-BUDGET_PERIOD: Final = "month"
 BUDGET_UNIT: Final = "audio_ms"
 #: The largest limit a ``budgets`` row (numeric(20,6), in ms) can hold, in seconds.
-MAX_AUDIO_SECONDS_LIMIT: Final = 99_999_999_999
+MAX_AUDIO_SECONDS_LIMIT: Final = MAX_BUDGET_AMOUNT // 1000
 #: ``by_source`` bucket of each usage ``operation`` ScaiEcho records.
 SOURCES: Final = {
     "transcribe.batch": "batch",
@@ -128,86 +142,6 @@ class Dashboard(msgspec.Struct):
     nodes: NodeCounts
 
 
-class NodeEngine(msgspec.Struct):
-    """One engine of a node, as ``GetNodeInfo`` reports it."""
-
-    kind: str
-    name: str
-    capabilities: list[str]
-
-
-class NodeItem(msgspec.Struct):
-    """One item of the operator node listing (platform §6.8)."""
-
-    node_id: str | None
-    endpoint: str
-    health: str
-    last_heartbeat_at: str | None
-    engines: list[NodeEngine]
-    models_loaded: list[str]
-    inflight: int
-    capacity: int
-    version: str | None
-    load: float
-    draining: bool
-    last_error: str | None
-
-
-class NodeList(msgspec.Struct):
-    """``data`` of the node listing."""
-
-    items: list[NodeItem]
-
-
-# ----- audit helpers -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a request came from, for audit rows."""
-
-    ip_address: str | None = None
-    user_agent: str | None = None
-
-
-@asynccontextmanager
-async def audit_failures(
-    audit: AuditWriter,
-    principal: Principal,
-    *,
-    action: str,
-    resource_type: str,
-    resource_id: str | None = None,
-    origin: Origin | None = None,
-) -> AsyncIterator[None]:
-    """Record a ``FAILURE`` row when the body raises (403, 422, 500 …), then re-raise.
-
-    Nothing was changed by a failed write, so the row is best-effort
-    (:meth:`AuditWriter.write_or_log`).
-    """
-    try:
-        yield
-    except Exception as exc:
-        error = to_scai_error(exc)
-        details: dict[str, Any] = {}
-        if error.details:
-            details["fields"] = [d.get("field") for d in error.details]
-        where = origin or Origin()
-        await audit.write_or_log(
-            principal,
-            action=action,
-            status="FAILURE",
-            resource_type=resource_type,
-            resource_id=resource_id,
-            error_code=error.code,
-            http_status=error.http_status,
-            ip_address=where.ip_address,
-            user_agent=where.user_agent,
-            details=details,
-        )
-        raise
-
-
 # ----- tenant policy -------------------------------------------------------------------
 
 
@@ -215,11 +149,11 @@ class PolicyAdmin:
     """``GET``/``PATCH /tenant-policy`` (§3.2)."""
 
     def __init__(self, deps: EchoDeps) -> None:
-        self._deps = deps
+        self._admin = TenantPolicyAdmin(deps.policies, deps.audit, module="scaiecho")
 
     async def get(self, tenant_id: str) -> PolicyView:
         """The tenant's policy, provisioned from the defaults when it has none (§3.1)."""
-        return PolicyView.of(await self._deps.policies.get_or_provision(tenant_id))
+        return PolicyView.of(await self._admin.get(tenant_id))
 
     async def update(
         self,
@@ -234,27 +168,10 @@ class PolicyAdmin:
         Raises ``VALIDATION_ERROR`` for no field, a value outside the enums, or a default
         that is not allowed (``details`` on ``default_backend``).
         """
-        tenant_id = principal.require_tenant()
+        principal.require_tenant()
         allowed = parse_echo_allowed(allowed_backends) if allowed_backends is not None else None
         default = parse_default_backend(default_backend) if default_backend is not None else None
-        where = origin or Origin()
-
-        async def record(conn: AsyncConnection[Any], before: Policy, after: Policy) -> None:
-            await self._deps.audit.write(
-                principal,
-                conn=conn,
-                action="scaiecho.policy.update",
-                status="SUCCESS",
-                resource_type="tenant_policy",
-                resource_id=tenant_id,
-                ip_address=where.ip_address,
-                user_agent=where.user_agent,
-                details={"before": before.to_audit(), "after": after.to_audit()},
-            )
-
-        _, after = await self._deps.policies.update(
-            tenant_id, allowed=allowed, default=default, actor=principal, on_write=record
-        )
+        after = await self._admin.update(principal, allowed=allowed, default=default, origin=origin)
         return PolicyView.of(after)
 
 
@@ -283,11 +200,18 @@ class BudgetAdmin:
     """The tenant's monthly audio budget: one tenant-wide ``month``/``audio_ms`` row (§9)."""
 
     def __init__(self, deps: EchoDeps) -> None:
-        self._deps = deps
+        self._admin = TenantBudgetAdmin(
+            deps.budgets,
+            deps.audit,
+            module="scaiecho",
+            unit=BUDGET_UNIT,
+            limit_field="audio_seconds_limit",
+            limit_of=_limit_seconds,
+        )
 
     async def current(self, tenant_id: str) -> Budget | None:
         """The tenant's budget row, or ``None`` (unlimited)."""
-        return await self._deps.budgets.get(tenant_id, None, BUDGET_PERIOD, BUDGET_UNIT)
+        return await self._admin.current(tenant_id)
 
     @staticmethod
     def view(tenant_id: str, budget: Budget | None) -> BudgetView:
@@ -301,28 +225,13 @@ class BudgetAdmin:
 
     async def read(self, principal: Principal, *, origin: Origin | None = None) -> BudgetView:
         """``GET /admin/budget``; audited as ``scaiecho.budget.read``."""
-        tenant_id = principal.require_tenant()
-        budget = await self.current(tenant_id)
-        where = origin or Origin()
-        await self._deps.audit.write(
-            principal,
-            action="scaiecho.budget.read",
-            status="SUCCESS",
-            resource_type="budget",
-            resource_id=budget.id if budget is not None else None,
-            ip_address=where.ip_address,
-            user_agent=where.user_agent,
-        )
-        return self.view(tenant_id, budget)
+        budget = await self._admin.read(principal, origin=origin)
+        return self.view(principal.require_tenant(), budget)
 
     async def set(
         self, principal: Principal, audio_seconds_limit: int | None, *, origin: Origin | None = None
     ) -> BudgetView:
-        """Store the monthly limit (``None`` deletes the row: unlimited) and audit it.
-
-        ``BudgetStore`` writes on its own connection, so a failed audit insert is undone by
-        restoring the previous row before the error propagates.
-        """
+        """Store the monthly limit (``None`` deletes the row: unlimited) and audit it."""
         tenant_id = principal.require_tenant()
         if audio_seconds_limit is not None and not (
             0 <= audio_seconds_limit <= MAX_AUDIO_SECONDS_LIMIT
@@ -330,53 +239,9 @@ class BudgetAdmin:
             raise validation_error(
                 "audio_seconds_limit", f"must be an integer from 0 to {MAX_AUDIO_SECONDS_LIMIT}"
             )
-        store = self._deps.budgets
-        before = await self.current(tenant_id)
-        after: Budget | None = None
-        if audio_seconds_limit is None:
-            await store.delete_scope(tenant_id, None, BUDGET_PERIOD, BUDGET_UNIT)
-        else:
-            after = await store.set(
-                tenant_id,
-                None,
-                BUDGET_PERIOD,
-                BUDGET_UNIT,
-                audio_seconds_limit * 1000,
-                principal.user_id,
-            )
-        row = after or before
-        where = origin or Origin()
-        try:
-            await self._deps.audit.write(
-                principal,
-                action="scaiecho.budget.update",
-                status="SUCCESS",
-                resource_type="budget",
-                resource_id=row.id if row is not None else None,
-                ip_address=where.ip_address,
-                user_agent=where.user_agent,
-                details={
-                    "period": BUDGET_PERIOD,
-                    "before": {"audio_seconds_limit": _limit_seconds(before)},
-                    "after": {"audio_seconds_limit": _limit_seconds(after)},
-                },
-            )
-        except Exception:
-            await self._restore(tenant_id, before)
-            raise
+        amount = None if audio_seconds_limit is None else audio_seconds_limit * 1000
+        after = await self._admin.replace(principal, amount, origin=origin)
         return self.view(tenant_id, after)
-
-    async def _restore(self, tenant_id: str, before: Budget | None) -> None:
-        store = self._deps.budgets
-        try:
-            if before is None:
-                await store.delete_scope(tenant_id, None, BUDGET_PERIOD, BUDGET_UNIT)
-            else:
-                await store.set(
-                    tenant_id, None, BUDGET_PERIOD, BUDGET_UNIT, before.amount, before.updated_by
-                )
-        except Exception as exc:
-            log.error("budget_restore_failed", tenant_id=tenant_id, error=type(exc).__name__)
 
 
 class UsageReporter:
@@ -442,40 +307,24 @@ def _ts(value: datetime) -> str:
 # ----- dashboard and nodes -------------------------------------------------------------
 
 
-class NodeListing:
-    """The operator node listing (platform §6.8)."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
-
-    async def items(
-        self, *, engine: str | None = None, include_stale: bool = True
-    ) -> list[dict[str, Any]]:
-        """Listing items; ``SERVICE_UNAVAILABLE`` when the registry cannot be read."""
-        try:
-            return await self._runtime.nodes.listing(engine=engine, include_stale=include_stale)
-        except RegistryUnreadable as exc:
-            raise service_unavailable("the node registry cannot be read") from exc
-
-    async def counts(self) -> NodeCounts:
-        """Counts by health over every listed node (never-answered endpoints are stale)."""
-        items = await self.items()
-        by_health = {"healthy": 0, "warning": 0, "stale": 0}
-        by_engine: dict[str, int] = {}
-        for item in items:
-            health = str(item["health"])
-            by_health[health] = by_health.get(health, 0) + 1
-            if health == "stale":
-                continue
-            for kind in sorted({str(e["kind"]) for e in item["engines"]}):
-                by_engine[kind] = by_engine.get(kind, 0) + 1
-        return NodeCounts(
-            total=len(items),
-            healthy=by_health["healthy"],
-            warning=by_health["warning"],
-            stale=by_health["stale"],
-            by_engine=by_engine,
-        )
+def node_counts(items: Sequence[Mapping[str, Any]]) -> NodeCounts:
+    """Counts by health over listing items (never-answered endpoints are stale)."""
+    by_health = {"healthy": 0, "warning": 0, "stale": 0}
+    by_engine: dict[str, int] = {}
+    for item in items:
+        health = str(item["health"])
+        by_health[health] = by_health.get(health, 0) + 1
+        if health == "stale":
+            continue
+        for kind in sorted({str(e["kind"]) for e in item["engines"]}):
+            by_engine[kind] = by_engine.get(kind, 0) + 1
+    return NodeCounts(
+        total=len(items),
+        healthy=by_health["healthy"],
+        warning=by_health["warning"],
+        stale=by_health["stale"],
+        by_engine=by_engine,
+    )
 
 
 class DashboardService:
@@ -498,7 +347,7 @@ class DashboardService:
         except (RedisError, OSError) as exc:
             raise service_unavailable("Redis cannot be read") from exc
         stats = await self._store.tenant_stats(tenant_id)
-        nodes = await NodeListing(self._runtime).counts()
+        nodes = node_counts(await NodeListing(self._runtime).items())
         return Dashboard(
             generated_at=_ts(generated_at),
             queue_depth=queue_depth,

@@ -6,15 +6,22 @@ workers and crons.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from scaicommon.errors import validation_error
+from scaicommon.pagination import Page, filter_hash
 from scaicommon.timefmt import format_ts
 
 SCOPES: Final = ("global", "tenant", "user")
@@ -163,6 +170,118 @@ _INSERT_COLUMNS: Final = (
     "reference_text", "consent_id",
 )  # fmt: skip
 _JSON_COLUMNS: Final = frozenset({"defaults", "license", "preflight"})
+#: Columns :meth:`VoiceStore.update` may change (PATCH, §7.7).
+UPDATABLE: Final = frozenset(
+    {
+        "display_name",
+        "description",
+        "language_primary",
+        "language_supported",
+        "gender_hint",
+        "age_hint",
+        "style_tags",
+        "defaults",
+        "license",
+        "relay_voice",
+    }
+)
+#: Ranking groups of §7.2: the caller's user voices, then tenant voices, then global voices.
+SCOPE_RANK: Final = {"user": 0, "tenant": 1, "global": 2}
+_RANK_SQL: Final = "CASE scope WHEN 'user' THEN 0 WHEN 'tenant' THEN 1 ELSE 2 END"
+# Byte order of the lower-cased name: the same in SQL and in the cursor, whatever the
+# database's default collation.
+_NAME_SQL: Final = 'lower(display_name) COLLATE "C"'
+_VISIBLE_SQL: Final = (
+    "((scope = 'user' AND tenant_id = %(tenant_id)s AND owner_user_id = %(user_id)s)"
+    " OR (scope = 'tenant' AND tenant_id = %(tenant_id)s) OR scope = 'global')"
+)
+_CURSOR_VERSION: Final = 1
+_MAX_CURSOR_CHARS: Final = 2048
+
+OptConn = psycopg.AsyncConnection[Any] | None
+Query = str | sql.Composed
+
+
+@dataclass(frozen=True)
+class VoiceFilters:
+    """The filters of ``GET /voices`` (§7.2), already validated; ``None`` = not filtered."""
+
+    language: str | None = None
+    scope: str | None = None
+    gender: str | None = None
+    embedding_status: str | None = None
+    q: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        """The filters by query name (for the cursor binding)."""
+        return {
+            "language": self.language,
+            "scope": self.scope,
+            "gender": self.gender,
+            "embedding_status": self.embedding_status,
+            "q": self.q,
+        }
+
+
+@dataclass(frozen=True)
+class RankKey:
+    """A voice's position in the §7.2 ranking: group, lower-cased name, id."""
+
+    group: int
+    name: str
+    voice_id: str
+
+
+def _rank_key(row: Mapping[str, Any]) -> RankKey:
+    return RankKey(int(row["rank_group"]), str(row["rank_name"]), str(row["id"]))
+
+
+def _cursor_binding(tenant_id: str, user_id: str, filters: VoiceFilters) -> dict[str, Any]:
+    return {"tenant_id": tenant_id, "user_id": user_id, **filters.as_dict()}
+
+
+def encode_rank_cursor(key: RankKey, binding: Mapping[str, Any]) -> str:
+    """Opaque cursor continuing after ``key``, bound to the caller and filters of ``binding``.
+
+    base64url (no padding) of ``{"v":1,"k":[group, name, voice_id],"f":"<8 hex>"}``, ``f``
+    being :func:`scaicommon.pagination.filter_hash` of the binding.
+    """
+    body = {
+        "v": _CURSOR_VERSION,
+        "k": [key.group, key.name, key.voice_id],
+        "f": filter_hash(binding),
+    }
+    raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_rank_cursor(raw: str, binding: Mapping[str, Any]) -> RankKey:
+    """The position in a cursor made for the same binding; 422 on field ``cursor`` otherwise."""
+    text = raw.strip()
+    if not text or len(text) > _MAX_CURSOR_CHARS:
+        raise validation_error("cursor", "not a cursor returned by this list")
+    try:
+        decoded = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+        body = json.loads(decoded.decode("utf-8"))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise validation_error("cursor", "not a cursor returned by this list") from None
+    key = body.get("k") if isinstance(body, dict) else None
+    if not (
+        isinstance(body, dict)
+        and body.get("v") == _CURSOR_VERSION
+        and isinstance(key, list)
+        and len(key) == 3
+        and type(key[0]) is int
+        and key[0] in SCOPE_RANK.values()
+        and isinstance(key[1], str)
+        and isinstance(key[2], str)
+        and key[2]
+        and isinstance(body.get("f"), str)
+    ):
+        raise validation_error("cursor", "not a cursor returned by this list")
+    if body["f"] != filter_hash(binding):
+        raise validation_error("cursor", "the cursor was issued for different filters")
+    return RankKey(key[0], key[1], key[2])
 
 
 def _value(column: str, value: Any) -> Any:
@@ -184,28 +303,43 @@ class VoiceStore:
         """The connection pool (for queries that other modules add)."""
         return self._pool
 
-    async def fetch_one(self, query: str, params: Sequence[Any]) -> Voice | None:
-        """One voice from ``query`` (``SELECT *``/``RETURNING *``), or ``None``."""
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
-            row = await cur.fetchone()
-        return Voice.from_row(row) if row else None
+    async def fetch_one(
+        self, query: Query, params: Sequence[Any] | Mapping[str, Any], *, conn: OptConn = None
+    ) -> Voice | None:
+        """One voice from ``query`` (``SELECT *``/``RETURNING *``), or ``None``.
 
-    async def fetch_all(self, query: str, params: Sequence[Any]) -> list[Voice]:
+        ``conn`` runs it inside the caller's transaction.
+        """
+        rows = await self._rows(query, params, conn)
+        return Voice.from_row(rows[0]) if rows else None
+
+    async def fetch_all(
+        self, query: Query, params: Sequence[Any] | Mapping[str, Any], *, conn: OptConn = None
+    ) -> list[Voice]:
         """Every voice ``query`` returns."""
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
-            rows = await cur.fetchall()
-        return [Voice.from_row(r) for r in rows]
+        return [Voice.from_row(r) for r in await self._rows(query, params, conn)]
 
-    async def insert(self, voice: NewVoice) -> Voice:
-        """Insert a new voice and return the row."""
+    async def _rows(
+        self, query: Query, params: Sequence[Any] | Mapping[str, Any], conn: OptConn
+    ) -> list[dict[str, Any]]:
+        if conn is not None:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(query, params)
+                return list(await cur.fetchall()) if cur.description else []
+        async with self._pool.connection() as own, own.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            return list(await cur.fetchall()) if cur.description else []
+
+    async def insert(self, voice: NewVoice, *, conn: OptConn = None) -> Voice:
+        """Insert a new voice and return the row (a duplicate global name raises
+        ``psycopg.errors.UniqueViolation``)."""
         placeholders = ", ".join(["%s"] * len(_INSERT_COLUMNS))
         query = (
             f"INSERT INTO voices ({', '.join(_INSERT_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
             " RETURNING *"
         )
-        row = await self.fetch_one(query, [_value(c, getattr(voice, c)) for c in _INSERT_COLUMNS])
+        values = [_value(c, getattr(voice, c)) for c in _INSERT_COLUMNS]
+        row = await self.fetch_one(query, values, conn=conn)
         assert row is not None
         return row
 
@@ -228,3 +362,151 @@ class VoiceStore:
             " WHERE id = %s AND deleted_at IS NULL RETURNING *",
             (status, reason, None if preflight is None else Jsonb(dict(preflight)), voice_id),
         )
+
+    # ----- visibility-scoped reads (§1.8) ----------------------------------------------
+
+    async def get_visible(
+        self, tenant_id: str, user_id: str, voice_id: str, *, include_deleted: bool = False
+    ) -> Voice | None:
+        """The voice if the caller may see it (tombstoned ones only with ``include_deleted``)."""
+        deleted = "" if include_deleted else " AND deleted_at IS NULL"
+        return await self.fetch_one(
+            f"SELECT * FROM voices WHERE id = %(voice_id)s AND {_VISIBLE_SQL}{deleted}",  # noqa: S608
+            {"voice_id": voice_id, "tenant_id": tenant_id, "user_id": user_id},
+        )
+
+    async def list_visible(
+        self,
+        tenant_id: str,
+        user_id: str,
+        filters: VoiceFilters,
+        *,
+        limit: int,
+        cursor: str | None = None,
+    ) -> Page[Voice]:
+        """One page of the §7.2 ranking of every live voice the caller can see.
+
+        The cursor is bound to the caller and to ``filters``; a foreign or corrupt one is a
+        ``VALIDATION_ERROR`` on ``cursor``.
+        """
+        binding = _cursor_binding(tenant_id, user_id, filters)
+        after = None if cursor is None else decode_rank_cursor(cursor, binding)
+        params: dict[str, Any] = {
+            "tenant_id": tenant_id,
+            "user_id": user_id,
+            "limit": limit + 1,
+        }
+        where = [_VISIBLE_SQL, "deleted_at IS NULL"]
+        if filters.language is not None:
+            where.append(
+                "(language_primary = %(language)s OR %(language)s = ANY(language_supported))"
+            )
+            params["language"] = filters.language
+        if filters.scope is not None:
+            where.append("scope = %(scope)s")
+            params["scope"] = filters.scope
+        if filters.gender is not None:
+            where.append("gender_hint = %(gender)s")
+            params["gender"] = filters.gender
+        if filters.embedding_status is not None:
+            where.append("embedding_status = %(status)s")
+            params["status"] = filters.embedding_status
+        if filters.q is not None:
+            where.append(
+                "(strpos(lower(display_name), lower(%(q)s)) > 0"
+                " OR strpos(lower(coalesce(description, '')), lower(%(q)s)) > 0"
+                " OR EXISTS (SELECT 1 FROM unnest(style_tags) AS tag"
+                " WHERE strpos(lower(tag), lower(%(q)s)) > 0))"
+            )
+            params["q"] = filters.q
+        position = ""
+        if after is not None:
+            position = (
+                ' WHERE (rank_group, rank_name COLLATE "C", id COLLATE "C")'
+                " > (%(a_group)s, %(a_name)s, %(a_id)s)"
+            )
+            params.update(a_group=after.group, a_name=after.name, a_id=after.voice_id)
+        query = (
+            f"SELECT * FROM (SELECT *, {_RANK_SQL} AS rank_group, {_NAME_SQL} AS rank_name"  # noqa: S608
+            f" FROM voices WHERE {' AND '.join(where)}) AS ranked{position}"
+            ' ORDER BY rank_group, rank_name COLLATE "C", id COLLATE "C" LIMIT %(limit)s'
+        )
+        rows = await self._rows(query, params, None)
+        has_more = len(rows) > limit
+        page_rows = rows[:limit]
+        next_cursor = (
+            encode_rank_cursor(_rank_key(page_rows[-1]), binding)
+            if has_more and page_rows
+            else None
+        )
+        return Page(
+            items=[Voice.from_row(r) for r in page_rows],
+            has_more=has_more,
+            next_cursor=next_cursor,
+        )
+
+    async def find_global_by_name(self, name: str) -> Voice | None:
+        """The live global voice whose ``display_name`` equals ``name`` case-insensitively."""
+        return await self.fetch_one(
+            "SELECT * FROM voices WHERE scope = 'global' AND deleted_at IS NULL"
+            " AND lower(display_name) = lower(%s)",
+            (name,),
+        )
+
+    # ----- writes -------------------------------------------------------------------------
+
+    async def update(
+        self, voice_id: str, changes: Mapping[str, Any], *, conn: OptConn = None
+    ) -> Voice | None:
+        """Apply ``changes`` (columns of :data:`UPDATABLE`) to a live voice; ``None`` if gone.
+
+        A duplicate global name raises ``psycopg.errors.UniqueViolation``.
+        """
+        unknown = set(changes) - UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        if not changes:
+            return await self.fetch_one(
+                "SELECT * FROM voices WHERE id = %s AND deleted_at IS NULL", (voice_id,), conn=conn
+            )
+        names = list(changes)
+        assignments = sql.SQL(", ").join(
+            sql.SQL("{} = %s").format(sql.Identifier(name)) for name in names
+        )
+        query = sql.SQL(
+            "UPDATE voices SET {}, updated_at = now() WHERE id = %s AND deleted_at IS NULL"
+            " RETURNING *"
+        ).format(assignments)
+        params = [_value(name, changes[name]) for name in names] + [voice_id]
+        return await self.fetch_one(query, params, conn=conn)
+
+    async def share(
+        self, voice_id: str, owner_user_id: str, *, conn: OptConn = None
+    ) -> Voice | None:
+        """Move the owner's live ``user`` voice to ``tenant`` scope (§7.12); ``None`` otherwise."""
+        return await self.fetch_one(
+            "UPDATE voices SET scope = 'tenant', updated_at = now() WHERE id = %s"
+            " AND scope = 'user' AND owner_user_id = %s AND deleted_at IS NULL RETURNING *",
+            (voice_id, owner_user_id),
+            conn=conn,
+        )
+
+    async def tombstone(
+        self, voice_id: str, deleted_by: str, *, conn: OptConn = None
+    ) -> Voice | None:
+        """Tombstone a live voice (§7.8 step 1); ``None`` when it is already gone."""
+        return await self.fetch_one(
+            "UPDATE voices SET deleted_at = now(), deleted_by = %s, updated_at = now()"
+            " WHERE id = %s AND deleted_at IS NULL RETURNING *",
+            (deleted_by, voice_id),
+            conn=conn,
+        )
+
+    async def add_license_chars(self, voice_id: str, chars: int) -> None:
+        """Atomically add ``chars`` to a global voice's ``license_chars_used`` (§12.3)."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE voices SET license_chars_used = license_chars_used + %s"
+                " WHERE id = %s AND scope = 'global'",
+                (chars, voice_id),
+            )
