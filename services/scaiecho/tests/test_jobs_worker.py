@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from scaicommon.audio import Pcm, wav_bytes
-from scaicommon.testing import LocalRedis, ManagedProcess, S3Endpoint, free_port, fresh_database
+from scaicommon.testing import LocalRedis, S3Endpoint, fresh_database
 from scaicommon.testing.wer import word_error_rate
 from scaidevstack.node.testing import NodeProcess, start_node
 from scaidevstack.speechgen import piper_speech, silence
@@ -44,46 +44,6 @@ def big_wav(min_bytes: int) -> bytes:
     fmt = struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 2, 48000, 48000 * 4, 4, 16)
     data = struct.pack("<4sI", b"data", len(stereo))
     return riff + fmt + data + stereo
-
-
-def worker_env(env: EchoEnv, **extra: Any) -> dict[str, str]:
-    """``SCAIECHO_*`` variables that give a worker process the same backing services."""
-    s: Any = env.runtime.settings
-    values: dict[str, Any] = {
-        "database_url": s.database_url,
-        "redis_url": s.redis_url,
-        "s3_endpoint_url": s.s3_endpoint_url,
-        "s3_access_key": s.s3_access_key,
-        "s3_secret_key": s.s3_secret_key.get(),
-        "nodes": ",".join(s.nodes),
-        "relay_base_url": s.relay_base_url,
-        "relay_api_key": s.relay_api_key.get(),
-        "node_poll_interval_s": s.node_poll_interval_s,
-        "node_warn_after_s": s.node_warn_after_s,
-        "node_stale_after_s": s.node_stale_after_s,
-        "host": "127.0.0.1",
-        "worker_http_port": free_port(),
-        "log_format": "json",
-        "env": "development",
-        **FAST_SWEEPS,
-        **extra,
-    }
-    out = {f"SCAIECHO_{k.upper()}": str(v) for k, v in values.items() if v not in ("", None)}
-    return out
-
-
-async def start_worker(env: EchoEnv, **extra: Any) -> ManagedProcess:
-    """A real worker process, ready when its health listener answers."""
-    variables = worker_env(env, **extra)
-    port = variables["SCAIECHO_WORKER_HTTP_PORT"]
-    process = ManagedProcess(
-        ["-m", "scaiecho", "worker"],
-        env=variables,
-        ready_url=f"http://127.0.0.1:{port}/healthz",
-        timeout=90.0,
-        name="scaiecho-worker",
-    )
-    return await asyncio.to_thread(process.start)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +107,7 @@ def job_usage(env: EchoEnv, job_id: str) -> list[tuple[str, str, int]]:
 
 async def test_large_upload_and_force_async_complete(echo: EchoEnv) -> None:
     key = await echo.key(tenant="tnt_async")
-    worker = await start_worker(echo)
+    worker = await echo.start_worker()
     try:
         async with echo.client(key) as client:
             large = await submit(client, big_wav(6 * 1024 * 1024))
@@ -177,7 +137,7 @@ async def test_failure_reasons(echo: EchoEnv) -> None:
             "/admin/budget", json={"period": "month", "audio_seconds_limit": 1}
         )
         assert r.status_code == 200
-        worker = await start_worker(echo)
+        worker = await echo.start_worker()
         try:
             failed = await wait_job(client, broken["job_id"], ("completed", "failed"))
             quota = await wait_job(client, over["job_id"], ("completed", "failed"))
@@ -205,7 +165,7 @@ async def test_node_gone_at_dispatch(
                     if not await env.runtime.nodes.resolve_audio_node("audio.transcribe"):
                         break
                     await asyncio.sleep(0.2)
-                worker = await start_worker(env, job_max_attempts=1)
+                worker = await env.start_worker(job_max_attempts=1)
                 try:
                     done = await wait_job(client, job["job_id"], ("completed", "failed"))
                 finally:
@@ -218,12 +178,12 @@ async def test_node_gone_at_dispatch(
 
 async def test_worker_killed_mid_job_completes_once(echo: EchoEnv) -> None:
     key = await echo.key(tenant="tnt_kill")
-    first = await start_worker(echo)
+    first = await echo.start_worker()
     async with echo.client(key) as client:
         job = await submit(client, big_wav(3 * 1024 * 1024), force_async="true")
         await wait_job(client, job["job_id"], ("running", "completed"))
         first.stop(signal.SIGKILL)
-        second = await start_worker(echo)
+        second = await echo.start_worker()
         try:
             done = await wait_job(client, job["job_id"], ("completed", "failed"))
         finally:
@@ -238,7 +198,7 @@ async def test_redis_flushed_while_queued(echo: EchoEnv, private_redis: LocalRed
     async with echo.client(key) as client:
         job = await submit(client, wav_bytes(speech()), force_async="true")
         await echo.runtime.redis.flushdb()
-        worker = await start_worker(echo)
+        worker = await echo.start_worker()
         try:
             done = await wait_job(client, job["job_id"], ("completed", "failed"))
         finally:

@@ -18,9 +18,7 @@ import pytest
 from scaicommon.testing import (
     DevServer,
     LocalRedis,
-    ManagedProcess,
     S3Endpoint,
-    free_port,
     fresh_database,
 )
 from scaicommon.testing.wer import word_error_rate
@@ -54,50 +52,6 @@ FAST = {
     "async_threshold_chars": THRESHOLD,
 }
 CLIENT_SECRET = "scaispeak-dev-secret"
-
-
-def worker_env(env: SpeakEnv, **extra: Any) -> dict[str, str]:
-    """``SCAISPEAK_*`` variables giving a worker process the same backing services."""
-    s: Any = env.runtime.settings
-    values: dict[str, Any] = {
-        "database_url": s.database_url,
-        "redis_url": s.redis_url,
-        "s3_endpoint_url": s.s3_endpoint_url,
-        "s3_access_key": s.s3_access_key,
-        "s3_secret_key": s.s3_secret_key.get(),
-        "nodes": ",".join(s.nodes),
-        "relay_base_url": s.relay_base_url,
-        "relay_api_key": s.relay_api_key.get(),
-        "relay_supports_cloning": str(s.relay_supports_cloning).lower(),
-        "scaidrive_url": s.scaidrive_url,
-        "scaikey_base_url": s.scaikey_base_url,
-        "scaikey_client_id": s.scaikey_client_id,
-        "scaikey_client_secret": s.scaikey_client_secret.get(),
-        "node_poll_interval_s": s.node_poll_interval_s,
-        "node_warn_after_s": s.node_warn_after_s,
-        "node_stale_after_s": s.node_stale_after_s,
-        "host": "127.0.0.1",
-        "worker_http_port": free_port(),
-        "log_format": "json",
-        "env": "development",
-        **{k: v for k, v in FAST.items() if k != "async_threshold_chars"},
-        **extra,
-    }
-    return {f"SCAISPEAK_{k.upper()}": str(v) for k, v in values.items() if v not in ("", None)}
-
-
-async def start_worker(env: SpeakEnv, **extra: Any) -> ManagedProcess:
-    """A real worker process, ready when its health listener answers."""
-    variables = worker_env(env, **extra)
-    port = variables["SCAISPEAK_WORKER_HTTP_PORT"]
-    process = ManagedProcess(
-        ["-m", "scaispeak", "worker"],
-        env=variables,
-        ready_url=f"http://127.0.0.1:{port}/healthz",
-        timeout=90.0,
-        name="scaispeak-worker",
-    )
-    return await asyncio.to_thread(process.start)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +129,7 @@ async def test_long_text_runs_as_a_job(speak: SpeakEnv, tts_node: NodeProcess) -
         assert waiting["backend_used"] is None and waiting["started_at"] is None
         error(await client.get(f"/speak/jobs/{job_id}/audio"), 409, "SCAISPEAK_JOB_NOT_COMPLETED")
         assert await job_keys(speak, job_id) == [f"scaispeak/synth_jobs/{job_id}.txt"]
-        worker = await start_worker(speak)
+        worker = await speak.start_worker()
         try:
             done = await wait_job(client, job_id, ("completed", "failed"))
         finally:
@@ -230,7 +184,7 @@ async def test_force_async_on_the_node(speak: SpeakEnv, tts_node: NodeProcess) -
             },
         )
         assert queued["note"].startswith("The job runs asynchronously because force_async")
-        worker = await start_worker(speak)
+        worker = await speak.start_worker()
         try:
             done = await wait_job(client, queued["job_id"], ("completed", "failed"))
         finally:
@@ -270,7 +224,7 @@ async def test_rechecks_at_dispatch(speak: SpeakEnv) -> None:
                 ),
             )
         await deps_of(speak.runtime).budgets.set(poor, None, "month", "chars", 10, "usr_admin")
-        worker = await start_worker(speak)
+        worker = await speak.start_worker()
         try:
             results = [
                 await wait_job(c, j["job_id"], ("completed", "failed"))
@@ -316,7 +270,7 @@ async def test_no_backend_at_dispatch_retries_then_fails(speak: SpeakEnv) -> Non
                 "/admin/policy", json={"allowed_backends": ["A"], "default_backend": "A"}
             )
         )
-        worker = await start_worker(speak, job_max_attempts=2)
+        worker = await speak.start_worker(job_max_attempts=2)
         try:
             done = await wait_job(client, queued["job_id"], ("completed", "failed"))
         finally:
@@ -358,7 +312,7 @@ async def test_delete_queued_and_running_jobs(speak: SpeakEnv) -> None:
             client,
             {"text": long_read, "voice_id": voice_id, "backend_preference": "prefer_self_hosted"},
         )
-        worker = await start_worker(speak)
+        worker = await speak.start_worker()
         try:
             await wait_job(client, running["job_id"], ("running",))
             ok(await client.delete(f"/speak/jobs/{running['job_id']}"))
@@ -391,7 +345,7 @@ async def test_lost_and_orphaned_jobs_complete(speak: SpeakEnv) -> None:
     async with speak.client(key) as client:
         lost = await submit(client, {"text": LONG_TEXT, "voice_id": voice_id})
         await deps.queue.forget(lost["job_id"])  # as if Redis had lost it
-        worker = await start_worker(speak)
+        worker = await speak.start_worker()
         try:
             done = await wait_job(client, lost["job_id"], ("completed", "failed"))
         finally:
@@ -401,10 +355,10 @@ async def test_lost_and_orphaned_jobs_complete(speak: SpeakEnv) -> None:
         # A worker killed mid-job: another one takes the job over once its lease lapses.
         long_read = " ".join([LONG_TEXT] * 6)
         killed = await submit(client, {"text": long_read, "voice_id": voice_id})
-        first = await start_worker(speak)
+        first = await speak.start_worker()
         await wait_job(client, killed["job_id"], ("running", "completed"))
         first.stop(signal.SIGKILL)
-        second = await start_worker(speak)
+        second = await speak.start_worker()
         try:
             done = await wait_job(client, killed["job_id"], ("completed", "failed"))
         finally:
@@ -421,7 +375,7 @@ async def test_outputs_expire_after_retention(speak: SpeakEnv) -> None:
     key = await speak.key(tenant=tenant())
     async with speak.client(key) as client:
         queued = await submit(client, {"text": LONG_TEXT, "voice_id": voice_id})
-        worker = await start_worker(speak)
+        worker = await speak.start_worker()
         try:
             done = await wait_job(client, queued["job_id"], ("completed", "failed"))
         finally:
@@ -535,7 +489,7 @@ async def test_save_to_inline_and_async(
         assert pending["saved_to"]["state"] == "pending"
         # Someone takes the name after enqueue: the worker's upload meets a conflict.
         store.add_file(Actor(tnt, "usr_a"), share, None, "taken.mp3", b"not audio", "audio/mpeg")
-        worker = await start_worker(env)
+        worker = await env.start_worker()
         try:
             saved = await wait_job(client, good["job_id"], ("completed", "failed"))
             failed = await wait_job(client, late["job_id"], ("completed", "failed"))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import httpx
+import msgspec
 
 from scaicommon.apikeys import ApiKeyStore
 from scaicommon.cli import ServiceDefinition
@@ -16,6 +17,7 @@ from scaicommon.runtime import Runtime
 from scaicommon.settings import Secret
 from scaicommon.store import migrate
 from scaicommon.testing.inloop import serving
+from scaicommon.testing.processes import ManagedProcess, free_port
 from scaicommon.testing.services import S3Endpoint
 
 #: Settings fields that hold secrets (given as plain strings in overrides).
@@ -88,6 +90,45 @@ class ServiceEnv:
             if loop.time() > deadline:
                 raise AssertionError(f"no {kind} node in the registry")
             await asyncio.sleep(0.1)
+
+    def worker_env(self, **extra: Any) -> dict[str, str]:
+        """``<PREFIX>_*`` variables that give a worker process this service's settings.
+
+        Every setting that differs from its default is passed (secrets in clear, lists
+        comma-joined); the worker binds its health listener to a free port on 127.0.0.1.
+        """
+        settings = self.runtime.settings
+        defaults = type(settings)()
+        values: dict[str, Any] = {}
+        for info in msgspec.structs.fields(settings):
+            value = getattr(settings, info.name)
+            if value != getattr(defaults, info.name):
+                values[info.name] = value
+        values.update({"host": "127.0.0.1", "worker_http_port": free_port(), **extra})
+        out: dict[str, str] = {}
+        for name, value in values.items():
+            if isinstance(value, Secret):
+                value = value.get()
+            elif isinstance(value, bool):
+                value = str(value).lower()
+            elif isinstance(value, list | tuple):
+                value = ",".join(str(v) for v in value)
+            if str(value) != "":
+                out[settings.env_name(name)] = str(value)
+        return out
+
+    async def start_worker(self, **extra: Any) -> ManagedProcess:
+        """``python -m <module> worker`` with this service's settings, once it answers."""
+        variables = self.worker_env(**extra)
+        port = variables[self.runtime.settings.env_name("worker_http_port")]
+        process = ManagedProcess(
+            ["-m", self.module, "worker"],
+            env=variables,
+            ready_url=f"http://127.0.0.1:{port}/healthz",
+            timeout=90.0,
+            name=f"{self.module}-worker",
+        )
+        return await asyncio.to_thread(process.start)
 
 
 E = TypeVar("E", bound=ServiceEnv)
