@@ -167,6 +167,16 @@ and use the OpenAI-compatible route:
        -H "Authorization: Bearer $SCAI_DEMO_SCAIECHO_API_KEY" -F file=@/tmp/hello.wav \\
        -F model=whisper-1 -F response_format=srt
 
+Design a voice with ScaiSpeak and speak with it (more in services/scaispeak/README.md):
+  H="Authorization: Bearer $SCAI_DEMO_SCAISPEAK_API_KEY"; S=$SCAISPEAK_URL/v1/modules/scaispeak
+  VOICE=$(curl -s $S/voices -H "$H" -H "Content-Type: application/json" \\
+       -d '{{"voice_design_prompt":"A calm, warm narrator",'\\
+'"display_name":"Narrator","language_primary":"en"}}' \\
+       | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["voice_id"])')
+  curl -s $S/speak -o /tmp/speak.mp3 -H "Accept: audio/mpeg" -H "$H" \\
+       -H "Content-Type: application/json" \\
+       -d "{{\\"text\\":\\"Hello from ScaiSpeak.\\",\\"voice_id\\":\\"$VOICE\\"}}"
+
 The inference node (backend A over gRPC) also speaks the OpenAI audio API (backend B):
   curl -s http://127.0.0.1:8090/v1/audio/speech -H "Authorization: Bearer sk-devstack" \\
        -H "Content-Type: application/json" -o /tmp/hello.wav \\
