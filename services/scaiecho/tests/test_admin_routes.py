@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from psycopg.rows import dict_row
 
 from scaicommon.ids import new_id
 from scaicommon.periods import period_end
 from scaicommon.testing import S3Endpoint, free_port
+from scaicommon.testing.envelopes import error, fields, ok
 from scaicommon.usage import UsageSubject
 from scaicommon.workerapp import workers_key
 from scaidevstack.node.testing import NodeProcess
@@ -29,66 +29,12 @@ ADMIN_PATHS_GET = ("/tenant-policy", "/usage", "/admin/budget", "/admin/dashboar
 NODE_PATHS = ("/v1/admin/nodes", "/v1/infra/nodes")
 
 
-# ----- helpers ---------------------------------------------------------------------------
-
-
-async def admin_key(env: EchoEnv, tenant: str = "tnt_a", user: str = "usr_a") -> str:
-    """A key holding ``scaiecho:admin`` (and nothing else)."""
-    return await env.key(tenant=tenant, user=user, permissions=[ADMIN])
-
-
-async def rows(env: EchoEnv, query: str, *params: Any) -> list[dict[str, Any]]:
-    """Rows of a query on the service's own schema."""
-    async with env.runtime.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, params)
-        return list(await cur.fetchall())
-
-
-async def audit_rows(env: EchoEnv, action: str) -> list[dict[str, Any]]:
-    """Audit rows of ``action``, oldest first."""
-    return await rows(
-        env, "SELECT * FROM audit_log WHERE action = %s ORDER BY created_at, id", action
-    )
-
-
-def ok(response: httpx.Response) -> dict[str, Any]:
-    """The ``data`` of a 200 envelope (fails with the body otherwise)."""
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["status"] == "ok"
-    assert body["meta"]["request_id"] == response.headers["x-request-id"]
-    data: dict[str, Any] = body["data"]
-    return data
-
-
-def error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The ``error`` object of an error envelope with this status and code."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["status"] == "error"
-    assert body["error"]["code"] == code, body
-    err: dict[str, Any] = body["error"]
-    return err
-
-
-def fields(err: dict[str, Any]) -> list[str]:
-    """The ``details`` fields of a validation error."""
-    return [d["field"] for d in err.get("details") or []]
-
-
-def root_client(env: EchoEnv, key: str) -> httpx.AsyncClient:
-    """A client on the service root (for the paths outside the mount)."""
-    return httpx.AsyncClient(
-        base_url=env.base, headers={"Authorization": f"Bearer {key}"}, timeout=60.0
-    )
-
-
 # ----- tenant policy ---------------------------------------------------------------------
 
 
 async def test_policy_get_provisions_tier_defaults_without_relay(echo_bare: EchoEnv) -> None:
-    key = await admin_key(echo_bare)
-    assert await rows(echo_bare, "SELECT * FROM tenant_policy") == []
+    key = await echo_bare.admin_key()
+    assert await echo_bare.rows("SELECT * FROM tenant_policy") == []
     async with echo_bare.client(key) as client:
         first = ok(await client.get("/tenant-policy"))
         again = ok(await client.get("/tenant-policy"))
@@ -96,7 +42,7 @@ async def test_policy_get_provisions_tier_defaults_without_relay(echo_bare: Echo
     assert (first["allowed_backends"], first["default_backend"]) == ("A", "A")
     assert TS_RE.match(first["updated_at"])
     assert again == first
-    [row] = await rows(echo_bare, "SELECT * FROM tenant_policy")
+    [row] = await echo_bare.rows("SELECT * FROM tenant_policy")
     assert (row["tenant_id"], row["allowed_backends"], row["default_backend"]) == (
         "tnt_a",
         "A",
@@ -116,14 +62,14 @@ async def test_policy_provisioning_follows_settings_then_relay_tier(
         default_backend="A",
         **relay,
     ) as env:
-        async with env.client(await admin_key(env, "tnt_a")) as client:
+        async with env.client(await env.admin_key("tnt_a")) as client:
             policy = ok(await client.get("/tenant-policy"))
         assert (policy["allowed_backends"], policy["default_backend"]) == ("BA", "A")
     # Same database, new configuration: a relay and no policy settings.
     async with running_echo(pg_dsn, redis_url, s3_endpoint, **relay) as env:
-        async with env.client(await admin_key(env, "tnt_b")) as client:
+        async with env.client(await env.admin_key("tnt_b")) as client:
             fresh = ok(await client.get("/tenant-policy"))
-        async with env.client(await admin_key(env, "tnt_a")) as client:
+        async with env.client(await env.admin_key("tnt_a")) as client:
             existing = ok(await client.get("/tenant-policy"))
     assert (fresh["allowed_backends"], fresh["default_backend"]) == ("AB", "B")
     # An existing row never follows later configuration changes.
@@ -131,7 +77,7 @@ async def test_policy_provisioning_follows_settings_then_relay_tier(
 
 
 async def test_policy_patch_merges_and_audits_in_the_same_write(echo_bare: EchoEnv) -> None:
-    key = await admin_key(echo_bare)
+    key = await echo_bare.admin_key()
     async with echo_bare.client(key) as client:
         initial = ok(await client.get("/tenant-policy"))
         first = await client.patch("/tenant-policy", json={"allowed_backends": "BA"})
@@ -148,10 +94,10 @@ async def test_policy_patch_merges_and_audits_in_the_same_write(echo_bare: EchoE
     assert (second["allowed_backends"], second["default_backend"]) == ("BA", "B")
     assert (third["allowed_backends"], third["default_backend"]) == ("A", "A")
     assert final == third
-    [stored] = await rows(echo_bare, "SELECT * FROM tenant_policy WHERE tenant_id = 'tnt_a'")
+    [stored] = await echo_bare.rows("SELECT * FROM tenant_policy WHERE tenant_id = 'tnt_a'")
     assert stored["updated_by"] == "usr_a"
 
-    audits = await audit_rows(echo_bare, "scaiecho.policy.update")
+    audits = await echo_bare.audit_rows("scaiecho.policy.update")
     assert [a["status"] for a in audits] == ["SUCCESS"] * 3
     row = audits[0]
     assert row["tenant_id"] == "tnt_a" and row["actor_id"] == "usr_a"
@@ -165,7 +111,7 @@ async def test_policy_patch_merges_and_audits_in_the_same_write(echo_bare: EchoE
 
 
 async def test_policy_patch_with_a_default_not_allowed_is_refused(echo_bare: EchoEnv) -> None:
-    key = await admin_key(echo_bare)
+    key = await echo_bare.admin_key()
     async with echo_bare.client(key) as client:
         ok(
             await client.patch(
@@ -180,7 +126,7 @@ async def test_policy_patch_with_a_default_not_allowed_is_refused(echo_bare: Ech
         {"field": "default_backend", "message": "'B' is not in allowed_backends 'A'"}
     ]
     assert (after["allowed_backends"], after["default_backend"]) == ("AB", "B")
-    audits = await audit_rows(echo_bare, "scaiecho.policy.update")
+    audits = await echo_bare.audit_rows("scaiecho.policy.update")
     assert [a["status"] for a in audits] == ["SUCCESS", "FAILURE"]
     failure = audits[1]
     assert (failure["error_code"], failure["http_status"]) == ("VALIDATION_ERROR", 422)
@@ -200,7 +146,7 @@ async def test_policy_patch_rejects_bad_bodies(echo_bare: EchoEnv) -> None:
         ({"allowed_backends": "A", "colour": "red"}, ["colour"]),
         ({}, ["allowed_backends", "default_backend"]),
     ]
-    key = await admin_key(echo_bare)
+    key = await echo_bare.admin_key()
     async with echo_bare.client(key) as client:
         for body, expected in cases:
             err = error(await client.patch("/tenant-policy", json=body), 422, "VALIDATION_ERROR")
@@ -212,7 +158,7 @@ async def test_policy_patch_rejects_bad_bodies(echo_bare: EchoEnv) -> None:
             assert fields(error(response, 422, "VALIDATION_ERROR")) == ["body"], raw
         policy = ok(await client.get("/tenant-policy"))
     assert (policy["allowed_backends"], policy["default_backend"]) == ("A", "A")
-    audits = await audit_rows(echo_bare, "scaiecho.policy.update")
+    audits = await echo_bare.audit_rows("scaiecho.policy.update")
     assert len(audits) == len(cases) + 3
     assert {a["status"] for a in audits} == {"FAILURE"}
 
@@ -229,16 +175,16 @@ async def test_admin_routes_need_the_admin_permission(echo_bare: EchoEnv) -> Non
                     "/admin/budget", json={"period": "month", "audio_seconds_limit": 1}
                 )
             )
-        async with root_client(echo_bare, key) as root:
+        async with echo_bare.root_client(key) as root:
             responses += [await root.get(path) for path in NODE_PATHS]
         for response in responses:
             err = error(response, 403, "AUTHZ_PERMISSION_DENIED")
             assert err["required_permission"] == ADMIN
     # Denied before anything was provisioned or stored.
-    assert await rows(echo_bare, "SELECT * FROM tenant_policy") == []
-    assert await rows(echo_bare, "SELECT * FROM budgets") == []
+    assert await echo_bare.rows("SELECT * FROM tenant_policy") == []
+    assert await echo_bare.rows("SELECT * FROM budgets") == []
     for action in ("scaiecho.policy.update", "scaiecho.budget.update"):
-        audits = await audit_rows(echo_bare, action)
+        audits = await echo_bare.audit_rows(action)
         assert [(a["status"], a["http_status"]) for a in audits] == [("FAILURE", 403)] * 2
         assert {a["error_code"] for a in audits} == {"AUTHZ_PERMISSION_DENIED"}
     # The tenant_admin role holds the key without an explicit grant.
@@ -253,7 +199,7 @@ async def test_admin_routes_need_the_admin_permission(echo_bare: EchoEnv) -> Non
 
 
 async def test_budget_put_get_and_null(echo_bare: EchoEnv) -> None:
-    key = await admin_key(echo_bare)
+    key = await echo_bare.admin_key()
     async with echo_bare.client(key) as client:
         initial = ok(await client.get("/admin/budget"))
         put = ok(
@@ -262,7 +208,7 @@ async def test_budget_put_get_and_null(echo_bare: EchoEnv) -> None:
             )
         )
         read = ok(await client.get("/admin/budget"))
-        stored = await rows(echo_bare, "SELECT * FROM budgets")
+        stored = await echo_bare.rows("SELECT * FROM budgets")
         zero = ok(
             await client.put("/admin/budget", json={"period": "month", "audio_seconds_limit": 0})
         )
@@ -270,7 +216,7 @@ async def test_budget_put_get_and_null(echo_bare: EchoEnv) -> None:
             await client.put("/admin/budget", json={"period": "month", "audio_seconds_limit": None})
         )
         after_clear = ok(await client.get("/admin/budget"))
-    async with echo_bare.client(await admin_key(echo_bare, "tnt_other")) as other:
+    async with echo_bare.client(await echo_bare.admin_key("tnt_other")) as other:
         other_tenant = ok(await other.get("/admin/budget"))
 
     assert initial == {
@@ -291,15 +237,15 @@ async def test_budget_put_get_and_null(echo_bare: EchoEnv) -> None:
     assert int(row["amount"]) == 36_000_000 and row["updated_by"] == "usr_a"
     assert zero["audio_seconds_limit"] == 0
     assert cleared == initial and after_clear == initial
-    assert await rows(echo_bare, "SELECT * FROM budgets") == []
+    assert await echo_bare.rows("SELECT * FROM budgets") == []
     assert other_tenant["audio_seconds_limit"] is None
 
-    updates = await audit_rows(echo_bare, "scaiecho.budget.update")
+    updates = await echo_bare.audit_rows("scaiecho.budget.update")
     assert [a["status"] for a in updates] == ["SUCCESS"] * 3
     assert [a["details"]["after"]["audio_seconds_limit"] for a in updates] == [36000, 0, None]
     assert [a["details"]["before"]["audio_seconds_limit"] for a in updates] == [None, 36000, 0]
     assert updates[0]["resource_id"] == row["id"]
-    reads = await audit_rows(echo_bare, "scaiecho.budget.read")
+    reads = await echo_bare.audit_rows("scaiecho.budget.read")
     assert [a["tenant_id"] for a in reads] == ["tnt_a", "tnt_a", "tnt_a", "tnt_other"]
 
 
@@ -315,13 +261,13 @@ async def test_budget_put_rejects_bad_bodies(echo_bare: EchoEnv) -> None:
         ({"period": "month", "audio_seconds_limit": 10**12}, "audio_seconds_limit"),
         ({"period": "month", "audio_seconds_limit": 10, "unit": "chars"}, "unit"),
     ]
-    key = await admin_key(echo_bare)
+    key = await echo_bare.admin_key()
     async with echo_bare.client(key) as client:
         for body, field in cases:
             err = error(await client.put("/admin/budget", json=body), 422, "VALIDATION_ERROR")
             assert fields(err) == [field], (body, err)
-    assert await rows(echo_bare, "SELECT * FROM budgets") == []
-    audits = await audit_rows(echo_bare, "scaiecho.budget.update")
+    assert await echo_bare.rows("SELECT * FROM budgets") == []
+    audits = await echo_bare.audit_rows("scaiecho.budget.update")
     assert [(a["status"], a["http_status"]) for a in audits] == [("FAILURE", 422)] * len(cases)
 
 
@@ -348,7 +294,7 @@ async def test_usage_totals_budget_and_periods(echo_bare: EchoEnv) -> None:
 
     now = datetime.now(UTC)
     month_start = datetime(now.year, now.month, 1, tzinfo=UTC)
-    key = await admin_key(echo_bare)
+    key = await echo_bare.admin_key()
     async with echo_bare.client(key) as client:
         current = ok(await client.get("/usage"))
         explicit = ok(await client.get("/usage", params={"period": month_start.strftime("%Y-%m")}))
@@ -388,7 +334,7 @@ async def test_usage_totals_budget_and_periods(echo_bare: EchoEnv) -> None:
     assert (exhausted["audio_seconds_limit"], exhausted["remaining_seconds"]) == (5, 0)
     for response in bad:
         assert fields(error(response, 422, "VALIDATION_ERROR")) == ["period"]
-    reads = await audit_rows(echo_bare, "scaiecho.usage.read")
+    reads = await echo_bare.audit_rows("scaiecho.usage.read")
     assert len(reads) == 6
     assert reads[2]["details"] == {"period": "2020-01"}
 
@@ -467,10 +413,10 @@ async def test_dashboard_figures(echo_bare: EchoEnv) -> None:
         await redis.set(workers_key("scaiecho", worker), "{}", ex=60)
     await redis.set(workers_key("scaispeak", "host-3"), "{}", ex=60)
 
-    async with env.client(await admin_key(env)) as client:
+    async with env.client(await env.admin_key()) as client:
         before = datetime.now(UTC)
         board = ok(await client.get("/admin/dashboard"))
-    async with env.client(await admin_key(env, "tnt_c")) as client:
+    async with env.client(await env.admin_key("tnt_c")) as client:
         idle = ok(await client.get("/admin/dashboard"))
 
     generated = datetime.fromisoformat(board.pop("generated_at").replace("Z", "+00:00"))
@@ -504,10 +450,10 @@ async def test_dashboard_figures(echo_bare: EchoEnv) -> None:
 
 
 async def test_node_listing_without_nodes_and_the_super_admin_rule(echo_bare: EchoEnv) -> None:
-    admin = await admin_key(echo_bare)
+    admin = await echo_bare.admin_key()
     super_admin = await echo_bare.key(roles=["super_admin"], permissions=[])
     for key in (admin, super_admin):
-        async with root_client(echo_bare, key) as root:
+        async with echo_bare.root_client(key) as root:
             for path in NODE_PATHS:
                 response = await root.get(path)
                 assert ok(response) == {"items": []}
@@ -515,7 +461,7 @@ async def test_node_listing_without_nodes_and_the_super_admin_rule(echo_bare: Ec
             bad = await root.get(NODE_PATHS[0], params={"include_stale": "maybe"})
             assert fields(error(bad, 422, "VALIDATION_ERROR")) == ["include_stale"]
     # Node listings are not audited (platform §10.1).
-    assert await rows(echo_bare, "SELECT * FROM audit_log") == []
+    assert await echo_bare.rows("SELECT * FROM audit_log") == []
 
 
 async def wait_for_listing(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:
@@ -543,8 +489,8 @@ async def test_node_listing_and_dashboard_count_real_nodes(
         node_warn_after_s=30.0,
         node_stale_after_s=60.0,
     ) as env:
-        key = await admin_key(env)
-        async with root_client(env, key) as root:
+        key = await env.admin_key()
+        async with env.root_client(key) as root:
             items = await wait_for_listing(root, 2)
             transcribe = ok(
                 await root.get("/v1/infra/nodes", params={"engine": "audio.transcribe"})

@@ -7,7 +7,7 @@ import asyncio
 import functools
 import signal
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,7 +16,9 @@ import psycopg
 import pytest
 
 from scaicommon.audio import Pcm, wav_bytes
-from scaicommon.testing import LocalRedis, S3Endpoint, fresh_database
+from scaicommon.testing import LocalRedis, S3Endpoint
+from scaicommon.testing.inprocess import on_fresh_database
+from scaicommon.testing.jobs import job_waiter
 from scaicommon.testing.wer import word_error_rate
 from scaidevstack.node.testing import NodeProcess, start_node
 from scaidevstack.speechgen import piper_speech, silence
@@ -25,6 +27,7 @@ from .conftest import EchoEnv, running_echo, with_node
 
 TEXT = "Please send the quarterly report to the finance team before Friday afternoon."
 FAST_SWEEPS = {"job_lease_s": 3.0, "job_sweep_interval_s": 1, "job_requeue_after_s": 1.0}
+wait_job = job_waiter("/transcribe/jobs/{}", timeout_s=120.0)
 
 
 @functools.cache
@@ -47,23 +50,14 @@ def big_wav(min_bytes: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def private_redis() -> Iterator[LocalRedis]:
-    server = LocalRedis().start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
 async def echo(
     pg_admin_dsn: str, private_redis: LocalRedis, s3_endpoint: S3Endpoint, dev_node: NodeProcess
 ) -> AsyncIterator[EchoEnv]:
-    with fresh_database(pg_admin_dsn) as dsn:
-        overrides = {**with_node(dev_node), **FAST_SWEEPS}
-        async with running_echo(dsn, private_redis.url, s3_endpoint, **overrides) as env:
-            await env.wait_for_node()
-            yield env
+    overrides = {**with_node(dev_node), **FAST_SWEEPS}
+    async with on_fresh_database(
+        running_echo, pg_admin_dsn, private_redis.url, s3_endpoint, **overrides
+    ) as env:
+        yield env
 
 
 async def submit(client: httpx.AsyncClient, data: bytes, **fields: str) -> dict[str, Any]:
@@ -76,20 +70,6 @@ async def submit(client: httpx.AsyncClient, data: bytes, **fields: str) -> dict[
     assert body["status"] == "queued"
     assert body["note"].startswith("Long-form transcribe runs asynchronously.")
     return body
-
-
-async def wait_job(
-    client: httpx.AsyncClient, job_id: str, statuses: tuple[str, ...], timeout_s: float = 120.0
-) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        job: dict[str, Any] = (await client.get(f"/transcribe/jobs/{job_id}")).json()["data"]
-        if job["status"] in statuses:
-            return job
-        if loop.time() > deadline:
-            raise AssertionError(f"job stuck at {job['status']}: {job}")
-        await asyncio.sleep(0.2)
 
 
 async def staged_keys(env: EchoEnv) -> list[str]:

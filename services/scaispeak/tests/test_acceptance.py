@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from scaicommon.testing import DevServer, LocalRedis, S3Endpoint, fresh_database
+from scaicommon.testing import DevServer, LocalRedis, S3Endpoint, scaidrive_settings
+from scaicommon.testing.inprocess import on_fresh_database
 from scaicommon.testing.wer import word_error_rate
 from scaidevstack.node.testing import NodeProcess
 from scaidevstack.scaidrive.store import Actor, DriveStore
@@ -21,22 +22,11 @@ from .conftest import SpeakEnv, running_speak, with_node
 from .test_speak import TEXT, global_voice, transcribe
 from .test_voice_create import consent_flac, data_dir_of, post_clone
 
-CLIENT_SECRET = "scaispeak-dev-secret"
-
-
-@pytest.fixture(scope="module")
-def own_redis() -> Iterator[LocalRedis]:
-    server = LocalRedis().start()
-    try:
-        yield server
-    finally:
-        server.close()
-
 
 @pytest.fixture(scope="module")
 async def env(
     pg_admin_dsn: str,
-    own_redis: LocalRedis,
+    private_redis: LocalRedis,
     s3_endpoint: S3Endpoint,
     tts_node: NodeProcess,
     scaikey_server: tuple[DevServer, KeyStore],
@@ -45,15 +35,12 @@ async def env(
     """ScaiSpeak with the node (A), its relay (B), token exchange and ScaiDrive."""
     settings = {
         **with_node(tts_node),
-        "scaidrive_url": scaidrive_server.base_url,
-        "scaikey_base_url": scaikey_server[0].base_url,
-        "scaikey_client_id": "scaispeak",
-        "scaikey_client_secret": CLIENT_SECRET,
+        **scaidrive_settings(scaikey_server[0], scaidrive_server, "scaispeak"),
     }
-    with fresh_database(pg_admin_dsn) as dsn:
-        async with running_speak(dsn, own_redis.url, s3_endpoint, **settings) as speak:
-            await speak.wait_for_node()
-            yield speak
+    async with on_fresh_database(
+        running_speak, pg_admin_dsn, private_redis.url, s3_endpoint, **settings
+    ) as speak:
+        yield speak
 
 
 def code_of(response: httpx.Response, status: int) -> str:

@@ -12,12 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from psycopg.rows import dict_row
 
 from scaicommon.errors import ScaiError
 from scaicommon.ids import new_id
 from scaicommon.periods import period_end
 from scaicommon.testing import S3Endpoint
+from scaicommon.testing.envelopes import error, fields, ok
 from scaicommon.usage import UsageSubject
 from scaispeak.deps import deps_of
 from scaispeak.services.blocklist import BlocklistService, normalize
@@ -35,56 +35,6 @@ UNLIMITED = 10**14 - 1
 # ----- helpers ---------------------------------------------------------------------------
 
 
-async def admin_key(env: SpeakEnv, tenant: str = "tnt_a", user: str = "usr_a") -> str:
-    """A key holding ``scaispeak:admin`` (and nothing else)."""
-    return await env.key(tenant=tenant, user=user, permissions=[ADMIN])
-
-
-async def rows(env: SpeakEnv, query: str, *params: Any) -> list[dict[str, Any]]:
-    """Rows of a query on the service's own schema."""
-    async with env.runtime.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, params)
-        return list(await cur.fetchall())
-
-
-async def audit_rows(env: SpeakEnv, action: str) -> list[dict[str, Any]]:
-    """Audit rows of ``action``, oldest first."""
-    return await rows(
-        env, "SELECT * FROM audit_log WHERE action = %s ORDER BY created_at, id", action
-    )
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    """The ``data`` of a success envelope (fails with the body otherwise)."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["status"] == "ok"
-    assert body["meta"]["request_id"] == response.headers["x-request-id"]
-    return body["data"]
-
-
-def error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The ``error`` object of an error envelope with this status and code."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["status"] == "error"
-    assert body["error"]["code"] == code, body
-    err: dict[str, Any] = body["error"]
-    return err
-
-
-def fields(err: dict[str, Any]) -> list[str]:
-    """The ``details`` fields of a validation error."""
-    return [d["field"] for d in err.get("details") or []]
-
-
-def root_client(env: SpeakEnv, key: str) -> httpx.AsyncClient:
-    """A client on the service root (for the paths outside the mount)."""
-    return httpx.AsyncClient(
-        base_url=env.base, headers={"Authorization": f"Bearer {key}"}, timeout=60.0
-    )
-
-
 def month_bounds(now: datetime) -> tuple[str, str]:
     """The current UTC month's bounds, formatted as the API writes them."""
     start = datetime(now.year, now.month, 1, tzinfo=UTC)
@@ -99,7 +49,7 @@ def month_bounds(now: datetime) -> tuple[str, str]:
 
 async def test_policy_get_provisions_and_reports_availability(speak_bare: SpeakEnv) -> None:
     synthesizer = await speak_bare.key(permissions=[SYNTHESIZE])
-    assert await rows(speak_bare, "SELECT * FROM tenant_policy") == []
+    assert await speak_bare.rows("SELECT * FROM tenant_policy") == []
     async with speak_bare.client(synthesizer) as client:
         first = ok(await client.get("/admin/policy"))
         again = ok(await client.get("/admin/policy"))
@@ -122,7 +72,7 @@ async def test_policy_get_provisions_and_reports_availability(speak_bare: SpeakE
         "updated_by",
     ]
     assert again["updated_at"] == updated_at
-    [row] = await rows(speak_bare, "SELECT * FROM tenant_policy")
+    [row] = await speak_bare.rows("SELECT * FROM tenant_policy")
     assert (row["allowed_backends"], row["default_backend"], row["updated_by"]) == ("A", "A", None)
 
 
@@ -139,7 +89,7 @@ async def test_policy_provisioning_with_a_relay(
 
 
 async def test_policy_patch_merges_any_order_and_audits(speak_bare: SpeakEnv) -> None:
-    key = await admin_key(speak_bare)
+    key = await speak_bare.admin_key()
     async with speak_bare.client(key) as client:
         first = await client.patch("/admin/policy", json={"allowed_backends": ["B", "A"]})
         merged = ok(first)
@@ -168,7 +118,7 @@ async def test_policy_patch_merges_any_order_and_audits(speak_bare: SpeakEnv) ->
     assert fields(err) == ["default_backend"]
     assert final == only_b
 
-    audits = await audit_rows(speak_bare, "scaispeak.policy.update")
+    audits = await speak_bare.audit_rows("scaispeak.policy.update")
     assert [a["status"] for a in audits] == ["SUCCESS"] * 4 + ["FAILURE"]
     row = audits[0]
     assert (row["tenant_id"], row["actor_id"]) == ("tnt_a", "usr_a")
@@ -195,7 +145,7 @@ async def test_policy_patch_rejects_bad_bodies(speak_bare: SpeakEnv) -> None:
         ({"allowed_backends": ["A"], "colour": "red"}, ["colour"]),
         ({}, ["allowed_backends", "default_backend"]),
     ]
-    key = await admin_key(speak_bare)
+    key = await speak_bare.admin_key()
     async with speak_bare.client(key) as client:
         for body, expected in cases:
             err = error(await client.patch("/admin/policy", json=body), 422, "VALIDATION_ERROR")
@@ -207,7 +157,7 @@ async def test_policy_patch_rejects_bad_bodies(speak_bare: SpeakEnv) -> None:
     async with speak_bare.client(await speak_bare.key(permissions=[SYNTHESIZE])) as reader:
         policy = ok(await reader.get("/admin/policy"))
     assert (policy["allowed_backends"], policy["default_backend"]) == (["A"], "A")
-    audits = await audit_rows(speak_bare, "scaispeak.policy.update")
+    audits = await speak_bare.audit_rows("scaispeak.policy.update")
     assert len(audits) == len(cases) + 1
     assert {a["status"] for a in audits} == {"FAILURE"}
 
@@ -228,7 +178,7 @@ async def test_admin_routes_need_their_permissions(speak_bare: SpeakEnv) -> None
                 await client.get("/admin/budget"),
                 await client.put("/admin/budget", json={"period": "month", "chars_limit": 1}),
             ]
-        async with root_client(speak_bare, key) as root:
+        async with speak_bare.root_client(key) as root:
             responses += [await root.get(path) for path in NODE_PATHS]
         for response in responses:
             err = error(response, 403, "AUTHZ_PERMISSION_DENIED")
@@ -238,16 +188,16 @@ async def test_admin_routes_need_their_permissions(speak_bare: SpeakEnv) -> None
             err = error(await client.get("/admin/policy"), 403, "AUTHZ_PERMISSION_DENIED")
             assert err["required_permission"] == SYNTHESIZE
     # Denied before anything was provisioned or stored; the writes were audited as failures.
-    assert await rows(speak_bare, "SELECT * FROM tenant_policy") == []
-    assert await rows(speak_bare, "SELECT * FROM budgets") == []
-    assert await rows(speak_bare, "SELECT * FROM blocklist_entries") == []
+    assert await speak_bare.rows("SELECT * FROM tenant_policy") == []
+    assert await speak_bare.rows("SELECT * FROM budgets") == []
+    assert await speak_bare.rows("SELECT * FROM blocklist_entries") == []
     for action in (
         "scaispeak.policy.update",
         "scaispeak.blocklist.create",
         "scaispeak.blocklist.delete",
         "scaispeak.budget.update",
     ):
-        audits = await audit_rows(speak_bare, action)
+        audits = await speak_bare.audit_rows(action)
         assert [(a["status"], a["http_status"]) for a in audits] == [("FAILURE", 403)] * 2
     # tenant_admin holds every key by role.
     tenant_admin = await speak_bare.key(roles=["tenant_admin"], permissions=[])
@@ -262,7 +212,7 @@ async def test_admin_routes_need_their_permissions(speak_bare: SpeakEnv) -> None
 
 
 async def test_blocklist_crud_pagination_and_audit(speak_bare: SpeakEnv) -> None:
-    key = await admin_key(speak_bare)
+    key = await speak_bare.admin_key()
     async with speak_bare.client(key) as client:
         created = []
         for n in range(3):
@@ -284,7 +234,7 @@ async def test_blocklist_crud_pagination_and_audit(speak_bare: SpeakEnv) -> None
         again = await client.delete(f"/admin/blocklist/{created[1]['id']}")
         after = ok(await client.get("/admin/blocklist"))
         bad_cursor = await client.get("/admin/blocklist", params={"cursor": "nope"})
-    async with speak_bare.client(await admin_key(speak_bare, "tnt_b", "usr_b")) as other:
+    async with speak_bare.client(await speak_bare.admin_key("tnt_b", "usr_b")) as other:
         other_list = ok(await other.get("/admin/blocklist"))
         other_delete = await other.delete(f"/admin/blocklist/{created[0]['id']}")
 
@@ -310,12 +260,12 @@ async def test_blocklist_crud_pagination_and_audit(speak_bare: SpeakEnv) -> None
     assert other_list["items"] == []
     error(other_delete, 404, "SCAISPEAK_BLOCKLIST_ENTRY_NOT_FOUND")
 
-    creates = await audit_rows(speak_bare, "scaispeak.blocklist.create")
+    creates = await speak_bare.audit_rows("scaispeak.blocklist.create")
     assert [(a["status"], a["resource_id"]) for a in creates] == [
         ("SUCCESS", e["id"]) for e in (*created, regex)
     ]
     assert creates[3]["details"] == {"match": "regex", "pattern": r"sec\w+"}
-    deletes = await audit_rows(speak_bare, "scaispeak.blocklist.delete")
+    deletes = await speak_bare.audit_rows("scaispeak.blocklist.delete")
     assert [(a["status"], a["tenant_id"], a["http_status"]) for a in deletes] == [
         ("SUCCESS", "tnt_a", None),
         ("FAILURE", "tnt_a", 404),
@@ -336,7 +286,7 @@ async def test_blocklist_create_validation(speak_bare: SpeakEnv) -> None:
         ({"pattern": "x", "match": "substring", "description": "d" * 1001}, "description"),
         ({"pattern": "x", "match": "substring", "colour": "red"}, "colour"),
     ]
-    key = await admin_key(speak_bare)
+    key = await speak_bare.admin_key()
     async with speak_bare.client(key) as client:
         for body, field in cases:
             err = error(await client.post("/admin/blocklist", json=body), 422, "VALIDATION_ERROR")
@@ -352,9 +302,9 @@ async def test_blocklist_create_validation(speak_bare: SpeakEnv) -> None:
             ),
             201,
         )
-    stored = await rows(speak_bare, "SELECT match, length(pattern) AS n FROM blocklist_entries")
+    stored = await speak_bare.rows("SELECT match, length(pattern) AS n FROM blocklist_entries")
     assert sorted((r["match"], r["n"]) for r in stored) == [("regex", 500), ("substring", 9)]
-    audits = await audit_rows(speak_bare, "scaispeak.blocklist.create")
+    audits = await speak_bare.audit_rows("scaispeak.blocklist.create")
     assert [a["status"] for a in audits] == ["FAILURE"] * len(cases) + ["SUCCESS"] * 2
 
 
@@ -375,7 +325,7 @@ async def blocked_by(service: BlocklistService, text: str) -> str | None:
 
 
 async def test_blocklist_matching_substring_and_regex(speak_bare: SpeakEnv) -> None:
-    key = await admin_key(speak_bare)
+    key = await speak_bare.admin_key()
     async with speak_bare.client(key) as client:
         phrase = ok(
             await client.post(
@@ -417,7 +367,7 @@ async def test_blocklist_matching_substring_and_regex(speak_bare: SpeakEnv) -> N
 async def test_catastrophic_regex_counts_as_a_match_within_the_limit(
     speak_bare: SpeakEnv,
 ) -> None:
-    key = await admin_key(speak_bare)
+    key = await speak_bare.admin_key()
     async with speak_bare.client(key) as client:
         harmless = ok(
             await client.post("/admin/blocklist", json={"pattern": "zzz+", "match": "regex"}), 201
@@ -458,7 +408,7 @@ async def test_catastrophic_regex_counts_as_a_match_within_the_limit(
 
 
 async def test_budget_without_default(speak_bare: SpeakEnv) -> None:
-    key = await admin_key(speak_bare)
+    key = await speak_bare.admin_key()
     usage = deps_of(speak_bare.runtime).usage
     await usage.record(
         UsageSubject("tnt_a", "usr_a"), operation="speech.speak", backend="A", unit="chars",
@@ -485,7 +435,7 @@ async def test_budget_without_default(speak_bare: SpeakEnv) -> None:
     assert read == put
     assert zero["chars_limit"] == 0
     assert cleared == initial
-    [row] = await rows(speak_bare, "SELECT * FROM budgets")
+    [row] = await speak_bare.rows("SELECT * FROM budgets")
     assert (row["tenant_id"], row["user_id"], row["period"], row["unit"]) == (
         "tnt_a",
         None,
@@ -493,13 +443,13 @@ async def test_budget_without_default(speak_bare: SpeakEnv) -> None:
         "chars",
     )
     assert int(row["amount"]) == UNLIMITED and row["updated_by"] == "usr_a"
-    updates = await audit_rows(speak_bare, "scaispeak.budget.update")
+    updates = await speak_bare.audit_rows("scaispeak.budget.update")
     assert [(a["details"]["before"], a["details"]["after"]) for a in updates] == [
         ({"chars_limit": None}, {"chars_limit": 5000}),
         ({"chars_limit": 5000}, {"chars_limit": 0}),
         ({"chars_limit": 0}, {"chars_limit": None}),
     ]
-    reads = await audit_rows(speak_bare, "scaispeak.budget.read")
+    reads = await speak_bare.audit_rows("scaispeak.budget.read")
     assert [a["status"] for a in reads] == ["SUCCESS"] * 2
 
 
@@ -510,7 +460,7 @@ async def test_budget_default_then_explicit_unlimited(
         pg_dsn, redis_url, s3_endpoint, default_monthly_chars_limit=1000
     ) as env:
         guard = deps_of(env.runtime).guard
-        async with env.client(await admin_key(env)) as client:
+        async with env.client(await env.admin_key()) as client:
             fresh = ok(await client.get("/admin/budget"))
             with pytest.raises(ScaiError) as refused:
                 await guard.check_for("tnt_a", "usr_a", "chars", 2000)
@@ -525,9 +475,9 @@ async def test_budget_default_then_explicit_unlimited(
             )
             with pytest.raises(ScaiError) as refused_again:
                 await guard.check_for("tnt_a", "usr_a", "chars", 2000)
-        async with env.client(await admin_key(env, "tnt_b", "usr_b")) as other:
+        async with env.client(await env.admin_key("tnt_b", "usr_b")) as other:
             other_tenant = ok(await other.get("/admin/budget"))
-        [update, *_] = await audit_rows(env, "scaispeak.budget.update")
+        [update, *_] = await env.audit_rows("scaispeak.budget.update")
     assert fresh["chars_limit"] == 1000
     assert (refused.value.code, refused.value.extras["limit"]) == ("QUOTA_EXCEEDED", 1000)
     assert unlimited["chars_limit"] is None
@@ -557,7 +507,7 @@ async def test_budget_put_rejects_bad_bodies(speak_bare: SpeakEnv) -> None:
         ({"period": "month", "chars_limit": UNLIMITED}, "chars_limit"),
         ({"period": "month", "chars_limit": 10, "unit": "chars"}, "unit"),
     ]
-    async with speak_bare.client(await admin_key(speak_bare)) as client:
+    async with speak_bare.client(await speak_bare.admin_key()) as client:
         for body, field in cases:
             err = error(await client.put("/admin/budget", json=body), 422, "VALIDATION_ERROR")
             assert fields(err) == [field], (body, err)
@@ -567,7 +517,7 @@ async def test_budget_put_rejects_bad_bodies(speak_bare: SpeakEnv) -> None:
             )
         )
     assert largest["chars_limit"] == UNLIMITED - 1
-    audits = await audit_rows(speak_bare, "scaispeak.budget.update")
+    audits = await speak_bare.audit_rows("scaispeak.budget.update")
     assert [(a["status"], a["http_status"]) for a in audits] == [("FAILURE", 422)] * len(cases) + [
         ("SUCCESS", None)
     ]
@@ -622,7 +572,7 @@ async def test_usage_totals_groupings_and_ranges(speak_bare: SpeakEnv) -> None:
 
     now = datetime.now(UTC)
     start, end = month_bounds(now)
-    async with env.client(await admin_key(env)) as client:
+    async with env.client(await env.admin_key()) as client:
         plain = ok(await client.get("/usage"))
         by = {
             group: ok(await client.get("/usage", params={"group_by": group}))
@@ -697,7 +647,7 @@ async def test_usage_totals_groupings_and_ranges(speak_bare: SpeakEnv) -> None:
     assert (exhausted["chars_limit"], exhausted["chars_remaining"]) == (300, 0)
     for response, field in bad:
         assert fields(error(response, 422, "VALIDATION_ERROR")) == [field], response.text
-    reads = await audit_rows(env, "scaispeak.usage.read")
+    reads = await env.audit_rows("scaispeak.usage.read")
     assert len(reads) == 8
     assert reads[4]["details"] == {
         "start": "2020-03-01T00:00:00.000Z",
@@ -757,17 +707,17 @@ async def test_config_without_scaidrive(speak_bare: SpeakEnv) -> None:
 
 
 async def test_node_listing_without_nodes_at_all_three_paths(speak_bare: SpeakEnv) -> None:
-    admin = await admin_key(speak_bare)
+    admin = await speak_bare.admin_key()
     super_admin = await speak_bare.key(roles=["super_admin"], permissions=[])
     for key in (admin, super_admin):
-        async with root_client(speak_bare, key) as root:
+        async with speak_bare.root_client(key) as root:
             for path in NODE_PATHS:
                 response = await root.get(path)
                 assert ok(response) == {"items": []}, path
                 assert response.json()["pagination"] == {"has_more": False, "next_cursor": None}
             bad = await root.get(NODE_PATHS[2], params={"include_stale": "maybe"})
             assert fields(error(bad, 422, "VALIDATION_ERROR")) == ["include_stale"]
-    assert await rows(speak_bare, "SELECT * FROM audit_log") == []
+    assert await speak_bare.rows("SELECT * FROM audit_log") == []
 
 
 async def test_node_listing_and_availability_with_a_real_node(
@@ -775,7 +725,7 @@ async def test_node_listing_and_availability_with_a_real_node(
 ) -> None:
     env = speak_with_node
     key = await env.key(tenant="tnt_nodes", user="usr_nodes", permissions=[ADMIN, SYNTHESIZE])
-    async with root_client(env, key) as root:
+    async with env.root_client(key) as root:
         listings = [ok(await root.get(path)) for path in NODE_PATHS]
         synthesize = ok(await root.get(NODE_PATHS[2], params={"engine": "audio.synthesize"}))
         analyze = ok(await root.get(NODE_PATHS[1], params={"engine": "audio.analyze.pyannote"}))

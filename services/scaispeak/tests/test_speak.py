@@ -643,7 +643,7 @@ def test_split_text_cuts_at_sentence_ends() -> None:
 async def test_long_text_goes_to_the_relay_in_pieces(
     pg_dsn: str, redis_url: str, s3_endpoint: S3Endpoint, tts_node: NodeProcess
 ) -> None:
-    text = f"{TEXT} The forecast for tomorrow looks just as pleasant for a walk in the park."
+    text = f"{TEXT} The forecast for tomorrow looks just as pleasant, so bring your friends along."
     settings = {**with_node(tts_node), "relay_max_input_chars": 90}
     async with running_speak(pg_dsn, redis_url, s3_endpoint, **settings) as env:
         voice_id = await global_voice(env)

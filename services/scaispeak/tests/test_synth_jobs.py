@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,12 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from scaicommon.testing import (
-    DevServer,
-    LocalRedis,
-    S3Endpoint,
-    fresh_database,
-)
+from scaicommon.testing import DevServer, LocalRedis, S3Endpoint, scaidrive_settings
+from scaicommon.testing.inprocess import on_fresh_database
+from scaicommon.testing.jobs import job_waiter
 from scaicommon.testing.wer import word_error_rate
 from scaidevstack.node.testing import NodeProcess
 from scaidevstack.scaidrive.store import Actor, DriveStore
@@ -44,34 +41,25 @@ from .test_speak import (
 )
 
 THRESHOLD = 100
-LONG_TEXT = f"{TEXT} The forecast for tomorrow looks just as pleasant for a walk in the park."
+LONG_TEXT = f"{TEXT} The forecast for tomorrow looks just as pleasant, so bring your friends along."
 FAST = {
     "job_lease_s": 3.0,
     "job_sweep_interval_s": 1,
     "job_requeue_after_s": 1.0,
     "async_threshold_chars": THRESHOLD,
 }
-CLIENT_SECRET = "scaispeak-dev-secret"
-
-
-@pytest.fixture(scope="module")
-def private_redis() -> Iterator[LocalRedis]:
-    server = LocalRedis().start()
-    try:
-        yield server
-    finally:
-        server.close()
+wait_job = job_waiter("/speak/jobs/{}", timeout_s=180.0)
 
 
 @pytest.fixture(scope="module")
 async def speak(
     pg_admin_dsn: str, private_redis: LocalRedis, s3_endpoint: S3Endpoint, tts_node: NodeProcess
 ) -> AsyncIterator[SpeakEnv]:
-    with fresh_database(pg_admin_dsn) as dsn:
-        overrides = {**with_node(tts_node), **FAST}
-        async with running_speak(dsn, private_redis.url, s3_endpoint, **overrides) as env:
-            await env.wait_for_node()
-            yield env
+    overrides = {**with_node(tts_node), **FAST}
+    async with on_fresh_database(
+        running_speak, pg_admin_dsn, private_redis.url, s3_endpoint, **overrides
+    ) as env:
+        yield env
 
 
 async def submit(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
@@ -81,21 +69,6 @@ async def submit(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, A
     assert answer.headers["location"] == f"/v1/modules/scaispeak/speak/jobs/{data['job_id']}"
     assert data["status"] == "queued"
     return data
-
-
-async def wait_job(
-    client: httpx.AsyncClient, job_id: str, statuses: tuple[str, ...], timeout_s: float = 180.0
-) -> dict[str, Any]:
-    """Poll the job until it reaches one of ``statuses``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        job: dict[str, Any] = ok(await client.get(f"/speak/jobs/{job_id}"))
-        if job["status"] in statuses:
-            return job
-        if loop.time() > deadline:
-            raise AssertionError(f"job stuck at {job['status']}: {job}")
-        await asyncio.sleep(0.2)
 
 
 async def job_keys(env: SpeakEnv, job_id: str) -> list[str]:
@@ -411,10 +384,7 @@ async def drive_speak(
     settings = {
         **with_node(tts_node),
         **FAST,
-        "scaidrive_url": scaidrive_server.base_url,
-        "scaikey_base_url": scaikey_server[0].base_url,
-        "scaikey_client_id": "scaispeak",
-        "scaikey_client_secret": CLIENT_SECRET,
+        **scaidrive_settings(scaikey_server[0], scaidrive_server, "scaispeak"),
     }
     async with running_speak(pg_dsn, private_redis.url, s3_endpoint, **settings) as env:
         yield env

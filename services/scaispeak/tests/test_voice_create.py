@@ -23,7 +23,7 @@ from scaicommon.audio import Pcm, encode, wav_bytes
 from scaicommon.errors import ScaiError
 from scaicommon.ids import new_id
 from scaicommon.storage import ObjectNotFound
-from scaicommon.testing import DevServer, LocalRedis, S3Endpoint
+from scaicommon.testing import DevServer, LocalRedis, S3Endpoint, scaidrive_settings
 from scaicommon.testing.wer import word_error_rate
 from scaidevstack.node.testing import NodeProcess
 from scaidevstack.scaidrive.store import Actor, DriveStore
@@ -356,12 +356,7 @@ async def speak_drive(
     scaidrive_server: DevServer,
 ) -> AsyncIterator[SpeakEnv]:
     """ScaiSpeak with ScaiDrive and token exchange configured."""
-    settings = {
-        "scaidrive_url": scaidrive_server.base_url,
-        "scaikey_base_url": scaikey_server[0].base_url,
-        "scaikey_client_id": "scaispeak",
-        "scaikey_client_secret": "scaispeak-dev-secret",
-    }
+    settings = scaidrive_settings(scaikey_server[0], scaidrive_server, "scaispeak")
     async with running_speak(pg_dsn, redis_url, s3_endpoint, **settings) as env:
         yield env
 

@@ -223,3 +223,64 @@ def principal_of(request: Any) -> Principal:
     if not isinstance(principal, Principal):
         raise ScaiError("AUTH_TOKEN_MISSING", "authentication required")
     return principal
+
+
+#: Refused requests whose body is at most this large are read to the end (see below).
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+
+
+class DrainBodyMiddleware:
+    """Before an error answer goes out, read what the client is still sending (bounded).
+
+    A request refused before its body was read (401, 403, 415, 422 on an upload) would
+    otherwise end with the server closing the connection while the client still sends, and many
+    clients then see a reset instead of the error. Bodies over :data:`DRAIN_LIMIT_BYTES` are not
+    read: those clients get the reset.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = DRAIN_LIMIT_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._has_small_body(scope):
+            await self.app(scope, receive, send)
+            return
+        complete = False
+
+        async def tracking_receive() -> Message:
+            nonlocal complete
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        async def draining_send(message: Message) -> None:
+            nonlocal complete
+            if (
+                message["type"] == "http.response.start"
+                and int(message["status"]) >= 400
+                and not complete
+            ):
+                await self._drain(receive)
+                complete = True
+            await send(message)
+
+        await self.app(scope, tracking_receive, draining_send)
+
+    async def _drain(self, receive: Receive) -> None:
+        received = 0
+        while received <= self.limit:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            received += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+    def _has_small_body(self, scope: Scope) -> bool:
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        if length is not None:
+            return length.isdigit() and 0 < int(length) <= self.limit
+        return "chunked" in headers.get("transfer-encoding", "").lower()

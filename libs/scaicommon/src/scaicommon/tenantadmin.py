@@ -15,7 +15,7 @@ from typing import Any, Final
 import structlog
 from psycopg import AsyncConnection
 
-from scaicommon.adminaudit import Origin
+from scaicommon.adminaudit import Origin, audit_success
 from scaicommon.audit import AuditWriter
 from scaicommon.budgets import Budget, BudgetStore
 from scaicommon.policy import Policy, PolicyStore
@@ -57,18 +57,16 @@ class PolicyAdmin:
         ``VALIDATION_ERROR`` for no field, a bad default, or a default that is not allowed.
         """
         tenant_id = principal.require_tenant()
-        where = origin or Origin()
 
         async def record(conn: AsyncConnection[Any], before: Policy, after: Policy) -> None:
-            await self._audit.write(
+            await audit_success(
+                self._audit,
                 principal,
                 conn=conn,
                 action=self._action,
-                status="SUCCESS",
                 resource_type="tenant_policy",
                 resource_id=tenant_id,
-                ip_address=where.ip_address,
-                user_agent=where.user_agent,
+                origin=origin,
                 details={"before": before.to_audit(), "after": after.to_audit()},
             )
 
@@ -110,15 +108,13 @@ class TenantBudgetAdmin:
     async def read(self, principal: Principal, *, origin: Origin | None = None) -> Budget | None:
         """The caller's tenant's row, audited as ``<module>.budget.read``."""
         budget = await self.current(principal.require_tenant())
-        where = origin or Origin()
-        await self._audit.write(
+        await audit_success(
+            self._audit,
             principal,
             action=f"{self._module}.budget.read",
-            status="SUCCESS",
             resource_type="budget",
             resource_id=budget.id if budget is not None else None,
-            ip_address=where.ip_address,
-            user_agent=where.user_agent,
+            origin=origin,
         )
         return budget
 
@@ -145,16 +141,14 @@ class TenantBudgetAdmin:
                 tenant_id, None, BUDGET_PERIOD, self.unit, amount, principal.user_id
             )
         row = after or before
-        where = origin or Origin()
         try:
-            await self._audit.write(
+            await audit_success(
+                self._audit,
                 principal,
                 action=f"{self._module}.budget.update",
-                status="SUCCESS",
                 resource_type="budget",
                 resource_id=row.id if row is not None else None,
-                ip_address=where.ip_address,
-                user_agent=where.user_agent,
+                origin=origin,
                 details={
                     "period": BUDGET_PERIOD,
                     "before": {self._limit_field: self._limit_of(before)},

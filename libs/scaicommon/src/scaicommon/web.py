@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from scaicommon.envelope import CatchAllMiddleware, JSONResponse, scai_exception_handler
 from scaicommon.errors import ScaiError
-from scaicommon.middleware import AuthMiddleware, ObservabilityMiddleware
+from scaicommon.middleware import AuthMiddleware, DrainBodyMiddleware, ObservabilityMiddleware
 from scaicommon.openapi import DOCS_HTML, api, build_openapi
 from scaicommon.requestid import RequestIdMiddleware
 from scaicommon.runtime import Runtime
@@ -108,6 +108,7 @@ def create_service_app(
 
     middleware = [
         Middleware(RequestIdMiddleware),
+        Middleware(DrainBodyMiddleware),
         Middleware(TracingMiddleware, provider=runtime.tracer_provider, module=runtime.spec.module),
         Middleware(ObservabilityMiddleware, metrics=runtime.metrics),
         Middleware(CatchAllMiddleware),

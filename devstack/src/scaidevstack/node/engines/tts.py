@@ -426,6 +426,11 @@ def _load_voice(path: Path, threads: int | None) -> PiperVoice:
     return PiperVoice(session=session, config=config)
 
 
+#: Generator noise of built-in and cloned voices: none, so the same text and voice give the
+#: same audio every time (tests and benchmarks measure the platform, not piper's randomness).
+_STEADY: tuple[float, float] = (0.0, 0.0)
+
+
 class PiperTTS:
     """Engine kind ``audio.synthesize``: piper with the shipped voice, streamed per sentence."""
 
@@ -462,7 +467,7 @@ class PiperTTS:
     def builtin_profile(self, name: str) -> VoiceProfile:
         """The profile of a built-in voice; ``KeyError`` for an unknown name."""
         length, pitch, description = _BUILTIN[name]
-        return VoiceProfile(name, length, pitch, description=description)
+        return VoiceProfile(name, length, pitch, *_STEADY, description=description)
 
     def profile_from_reference(self, voice_id: str, audio: np.ndarray) -> VoiceProfile:
         """Move pitch and pace toward the speaker of a 16 kHz int16 clip (CPU approximation).
@@ -483,7 +488,9 @@ class PiperTTS:
             f"{own.syllable_rate:.1f} syllables/s → duration ×{length:.2f}; "
             "timbre is the built-in voice"
         )
-        return VoiceProfile(voice_id, round(length, 4), round(pitch, 4), description=description)
+        return VoiceProfile(
+            voice_id, round(length, 4), round(pitch, 4), *_STEADY, description=description
+        )
 
     def profile_from_design(self, voice_id: str, prompt: str) -> VoiceProfile:
         """Map gender, age, pitch, pace and style words of ``prompt`` to parameters."""

@@ -6,7 +6,12 @@ when a Docker engine answers, else from local binaries started in a temporary di
 S3 is a MinIO container when Docker answers, else ``moto_server`` on 127.0.0.1.
 """
 
-from scaicommon.testing.devstack import DevServer, start_scaidrive, start_scaikey
+from scaicommon.testing.devstack import (
+    DevServer,
+    scaidrive_settings,
+    start_scaidrive,
+    start_scaikey,
+)
 from scaicommon.testing.processes import ManagedProcess, free_port, wait_http
 from scaicommon.testing.services import (
     LocalRedis,
@@ -24,6 +29,7 @@ __all__ = [
     "docker_available",
     "free_port",
     "fresh_database",
+    "scaidrive_settings",
     "start_local_postgres",
     "start_scaidrive",
     "start_scaikey",

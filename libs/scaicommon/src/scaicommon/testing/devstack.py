@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from scaicommon.testing.processes import ManagedProcess, free_port
 
@@ -81,3 +82,16 @@ def start_scaidrive(
         name="scaidrive",
     ).start()
     return DevServer(base, proc)
+
+
+def scaidrive_settings(scaikey: DevServer, scaidrive: DevServer, module: str) -> dict[str, Any]:
+    """Settings overrides that give ``module`` dev ScaiDrive and token exchange at dev ScaiKey.
+
+    The client is the one dev ScaiKey registers for the module (``<module>-dev-secret``).
+    """
+    return {
+        "scaidrive_url": scaidrive.base_url,
+        "scaikey_base_url": scaikey.base_url,
+        "scaikey_client_id": module,
+        "scaikey_client_secret": f"{module}-dev-secret",
+    }

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import httpx
 import msgspec
+from psycopg.rows import dict_row
 
 from scaicommon.apikeys import ApiKeyStore
 from scaicommon.cli import ServiceDefinition
@@ -18,7 +20,7 @@ from scaicommon.settings import Secret
 from scaicommon.store import migrate
 from scaicommon.testing.inloop import serving
 from scaicommon.testing.processes import ManagedProcess, free_port
-from scaicommon.testing.services import S3Endpoint
+from scaicommon.testing.services import S3Endpoint, fresh_database
 
 #: Settings fields that hold secrets (given as plain strings in overrides).
 _SECRETS = ("relay_api_key", "grpc_service_secret", "s3_secret_key", "scaikey_client_secret")
@@ -72,6 +74,10 @@ class ServiceEnv:
         )
         return key
 
+    async def admin_key(self, tenant: str = "tnt_a", user: str = "usr_a") -> str:
+        """A key holding ``<module>:admin`` (and nothing else)."""
+        return await self.key(tenant=tenant, user=user, permissions=[f"{self.module}:admin"])
+
     def client(self, token: str, **kwargs: Any) -> httpx.AsyncClient:
         """An HTTP client on the mount, authenticated with ``token``."""
         return httpx.AsyncClient(
@@ -79,6 +85,25 @@ class ServiceEnv:
             headers={"Authorization": f"Bearer {token}"},
             timeout=kwargs.pop("timeout", 120.0),
             **kwargs,
+        )
+
+    def root_client(self, token: str) -> httpx.AsyncClient:
+        """A client on the service root (for the paths outside the mount)."""
+        return httpx.AsyncClient(
+            base_url=self.base, headers={"Authorization": f"Bearer {token}"}, timeout=60.0
+        )
+
+    async def rows(self, query: str, *params: Any) -> list[dict[str, Any]]:
+        """Rows of a query on the service's own schema."""
+        pool = self.runtime.pool
+        async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            return list(await cur.fetchall())
+
+    async def audit_rows(self, action: str) -> list[dict[str, Any]]:
+        """Audit rows of ``action``, oldest first."""
+        return await self.rows(
+            "SELECT * FROM audit_log WHERE action = %s ORDER BY created_at, id", action
         )
 
     async def wait_for_node(self, engine_kind: str | None = None, timeout_s: float = 15.0) -> None:
@@ -170,3 +195,25 @@ async def running_service(
     app = definition.create_app(settings, runtime=runtime)
     async with serving(app, wait_path="/healthz") as base:
         yield env_type(base, runtime, ApiKeyStore(runtime.pool))
+
+
+@contextlib.asynccontextmanager
+async def on_fresh_database(
+    run: Callable[..., AbstractAsyncContextManager[E]],
+    admin_dsn: str,
+    redis_url: str,
+    s3: S3Endpoint,
+    *,
+    wait_for_node: bool = True,
+    **overrides: Any,
+) -> AsyncIterator[E]:
+    """``run(dsn, redis_url, s3, **overrides)`` on a new database, dropped afterwards.
+
+    ``run`` is a service's ``running_<module>``; the environment is handed over once a node
+    is offered (unless ``wait_for_node`` is false).
+    """
+    with fresh_database(admin_dsn) as dsn:
+        async with run(dsn, redis_url, s3, **overrides) as env:
+            if wait_for_node:
+                await env.wait_for_node()
+            yield env

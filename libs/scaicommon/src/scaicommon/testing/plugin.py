@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -50,11 +51,15 @@ def redis_url(redis_server_url: str) -> str:
 @pytest.fixture
 def local_redis() -> Iterator[LocalRedis]:
     """A private Redis server that the test may stop and restart."""
-    server = LocalRedis().start()
-    try:
+    with contextlib.closing(LocalRedis().start()) as server:
         yield server
-    finally:
-        server.close()
+
+
+@pytest.fixture(scope="module")
+def private_redis() -> Iterator[LocalRedis]:
+    """A private Redis server for the module's tests (they may flush, stop and restart it)."""
+    with contextlib.closing(LocalRedis().start()) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

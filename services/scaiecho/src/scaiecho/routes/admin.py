@@ -10,7 +10,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from scaicommon.adminaudit import origin_of
 from scaicommon.envelope import success
 from scaicommon.middleware import principal_of
 from scaicommon.nodelisting import node_listing_routes
@@ -20,7 +19,7 @@ from scaiecho.deps import deps_of
 from scaiecho.permissions import ADMIN
 from scaiecho.services.admin import Dashboard, DashboardService
 
-__all__ = ["NODE_PATHS", "admin_routes", "origin_of"]
+__all__ = ["NODE_PATHS", "admin_routes"]
 
 NODE_PATHS = ("/v1/admin/nodes", "/v1/infra/nodes")
 

@@ -2,8 +2,8 @@
 
 scaiecho.md §3.1–3.2, §9 and §10. Writes are audited (platform §10.1): the success row in the
 same transaction as the change where the store allows it, and a ``FAILURE`` row for a write
-that fails after authentication (:func:`audit_failures`). Reads of usage and budgets are
-audited too (``scaiecho.usage.read``, ``scaiecho.budget.read``).
+that fails after authentication (the routes, through :mod:`scaicommon.adminaudit`). Reads of
+usage and budgets are audited too (``scaiecho.usage.read``, ``scaiecho.budget.read``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Final
 import msgspec
 from redis.exceptions import RedisError
 
-from scaicommon.adminaudit import Origin, audit_failures
+from scaicommon.adminaudit import Origin, audit_success
 from scaicommon.errors import service_unavailable, validation_error
 from scaicommon.nodelisting import NodeListing
 from scaicommon.periods import period_end
@@ -46,7 +46,6 @@ __all__ = [
     "PolicyView",
     "UsageReport",
     "UsageReporter",
-    "audit_failures",
     "node_counts",
     "parse_month",
 ]
@@ -269,14 +268,12 @@ class UsageReporter:
         remaining: int | None = None
         if budget is not None:
             remaining = max(0, int(budget.amount) - by_backend.units) // 1000
-        where = origin or Origin()
-        await self._deps.audit.write(
+        await audit_success(
+            self._deps.audit,
             principal,
             action="scaiecho.usage.read",
-            status="SUCCESS",
             resource_type="usage",
-            ip_address=where.ip_address,
-            user_agent=where.user_agent,
+            origin=origin,
             details={"period": month_start.strftime("%Y-%m")},
         )
         return UsageReport(

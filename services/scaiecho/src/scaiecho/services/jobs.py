@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import structlog
-from arq import Retry
 
 from scaicommon.audio import mime_for
 from scaicommon.errors import ScaiError
-from scaicommon.jobs import JobQueue, backoff_s
+from scaicommon.jobs import JobQueue, lease_renewal, observe_job, retry_if_transient
 from scaicommon.pagination import Page
 from scaicommon.principal import Principal
 from scaicommon.storage import StorageError
@@ -132,41 +129,19 @@ class JobRunner:
         self._dispatcher = dispatcher
         self._queue = queue
 
-    @contextlib.asynccontextmanager
-    async def _leased(self, job_id: str, worker_id: str) -> AsyncIterator[None]:
-        """Keep renewing the lease while the attempt runs."""
-        lease = self._settings.job_lease_s
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(lease / 3)
-                if not await self._deps.jobs.renew_lease(job_id, worker_id, lease):
-                    return
-
-        task = asyncio.create_task(renew())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
     async def run(self, job_id: str, worker_id: str) -> str:
         """One attempt; returns the job's status afterwards (raises arq ``Retry`` to retry)."""
-        job = await self._deps.jobs.claim(job_id, worker_id, self._settings.job_lease_s)
+        lease_s = self._settings.job_lease_s
+        job = await self._deps.jobs.claim(job_id, worker_id, lease_s)
         if job is None:
-            current = await self._deps.jobs.get(job_id)
-            log.info(
-                "transcribe_job_skipped",
-                job_id=job_id,
-                status=current.status if current else "missing",
-            )
-            return current.status if current else "missing"
+            status = await self._deps.jobs.status_of(job_id)
+            log.info("transcribe_job_skipped", job_id=job_id, status=status)
+            return status
         structlog.contextvars.bind_contextvars(
             job_id=job.id, tenant_id=job.tenant_id, user_id=job.user_id, request_id=job.request_id
         )
         started = time.monotonic()
-        async with self._leased(job.id, worker_id):
+        async with lease_renewal(self._deps.jobs, job.id, worker_id, lease_s):
             try:
                 outcome = await self._attempt(job, started)
             except _Failed as failed:
@@ -174,9 +149,7 @@ class JobRunner:
                 await drop_staged(self._deps, job)
                 log.info("transcribe_job_failed", reason=failed.reason)
                 outcome = "failed"
-        metrics = self._deps.runtime.metrics
-        metrics.jobs.labels(kind="transcribe", outcome=outcome).inc()
-        metrics.job_duration.labels(kind="transcribe").observe(time.monotonic() - started)
+        observe_job(self._deps.runtime.metrics, "transcribe", outcome, started)
         return outcome
 
     async def _attempt(self, job: Job, started: float) -> str:
@@ -265,10 +238,13 @@ class JobRunner:
             raise _Failed("staged audio unavailable") from None
 
     async def _retry_or_fail(self, job: Job, error: ScaiError) -> None:
-        if error.code in TRANSIENT and job.attempts < self._settings.job_max_attempts:
-            defer = backoff_s(job.attempts)
-            if job.worker_id:
-                await self._deps.jobs.release(job.id, job.worker_id)
-            log.info("transcribe_job_retry", code=error.code, attempt=job.attempts, defer_s=defer)
-            raise Retry(defer=defer)
+        await retry_if_transient(
+            self._deps.jobs,
+            job,
+            error.code,
+            transient=TRANSIENT,
+            max_attempts=self._settings.job_max_attempts,
+            log=log,
+            event="transcribe_job_retry",
+        )
         raise _Failed(status_reason(error), error)

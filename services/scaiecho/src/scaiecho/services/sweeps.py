@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import structlog
 
-from scaicommon.jobs import JobQueue
+from scaicommon import jobs
 from scaicommon.storage import StorageError
 from scaicommon.timefmt import utcnow
 from scaiecho.deps import EchoDeps
@@ -21,34 +21,20 @@ STAGED_GRACE = timedelta(hours=1)
 INLINE_ABANDONED = timedelta(hours=6)
 
 
-class JobSweeper:
+class JobSweeper(jobs.JobSweeper):
     """Finds jobs the queue lost or a dead worker left behind, and old rows and objects."""
 
-    def __init__(self, deps: EchoDeps, queue: JobQueue) -> None:
-        self._deps = deps
-        self._queue = queue
-
-    async def requeue_lost(self) -> list[str]:
-        """Re-enqueue ``queued`` rows older than the threshold that Redis no longer holds,
-        and hand ``running`` jobs whose lease lapsed (dead worker) to a live worker."""
-        settings = self._deps.settings
-        done: list[str] = []
-        cutoff = utcnow() - timedelta(seconds=settings.job_requeue_after_s)
-        for job in await self._deps.jobs.queued_before(cutoff):
-            if not await self._queue.known(job.id):
-                await self._queue.enqueue(PROCESS_JOB, job.id)
-                log.info("transcribe_job_requeued", job_id=job.id, status=job.status)
-                done.append(job.id)
-        for job in await self._deps.jobs.orphaned():
-            if not await self._queue.release_claim(job.id):
-                await self._queue.forget(job.id)
-                await self._queue.enqueue(PROCESS_JOB, job.id)
-            log.info("transcribe_job_reclaimed", job_id=job.id, worker_id=job.worker_id)
-            done.append(job.id)
-        self._deps.runtime.metrics.queue_depth.labels(queue=self._queue.name).set(
-            await self._queue.depth()
+    def __init__(self, deps: EchoDeps, queue: jobs.JobQueue) -> None:
+        super().__init__(
+            queue,
+            deps.jobs,
+            PROCESS_JOB,
+            requeue_after_s=deps.settings.job_requeue_after_s,
+            metrics=deps.runtime.metrics,
+            log=log,
+            kind="transcribe_job",
         )
-        return done
+        self._deps = deps
 
     async def purge(self) -> dict[str, int]:
         """Hourly: drop finished jobs past retention, staged objects no live job references,

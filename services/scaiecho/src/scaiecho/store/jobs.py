@@ -11,16 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from scaicommon.pagination import FilterSpec, Page, fetch_tenant_page
+from scaicommon.jobrows import JobRows
 from scaicommon.timefmt import format_ts
 
 TERMINAL: Final = ("completed", "failed", "cancelled")
 STATUSES: Final = ("queued", "running", "completed", "failed", "cancelled")
-_LIST_FILTERS: Final = {"user_id": FilterSpec("user_id"), "status": FilterSpec("status")}
 
 
 @dataclass(frozen=True)
@@ -120,23 +118,11 @@ class JobResult:
     audio_duration_ms: int
 
 
-class JobStore:
+class JobStore(JobRows[Job]):
     """Repository of ``transcribe_jobs``."""
 
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
-        self._pool = pool
-
-    async def _one(self, query: str, params: Sequence[Any]) -> Job | None:
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
-            row = await cur.fetchone()
-        return Job.from_row(row) if row else None
-
-    async def _many(self, query: str, params: Sequence[Any]) -> list[Job]:
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
-            rows = await cur.fetchall()
-        return [Job.from_row(r) for r in rows]
+        super().__init__(pool, "transcribe_jobs", Job.from_row)
 
     # ----- writes from the API ----------------------------------------------------------
 
@@ -171,28 +157,6 @@ class JobStore:
         assert row is not None
         return row
 
-    async def get_owned(self, tenant_id: str, user_id: str, job_id: str) -> Job | None:
-        """The caller's own job, or ``None`` (another user's job is ``None`` too)."""
-        return await self._one(
-            "SELECT * FROM transcribe_jobs WHERE id = %s AND tenant_id = %s AND user_id = %s",
-            (job_id, tenant_id, user_id),
-        )
-
-    async def list_owned(
-        self, tenant_id: str, user_id: str, *, status: str | None, limit: int, cursor: str | None
-    ) -> Page[Job]:
-        """A newest-first page of the caller's jobs, optionally of one status."""
-        page = await fetch_tenant_page(
-            self._pool,
-            "transcribe_jobs",
-            tenant_id=tenant_id,
-            filters={"user_id": user_id, "status": status},
-            specs=_LIST_FILTERS,
-            limit=limit,
-            cursor=cursor,
-        )
-        return page.map(Job.from_row)
-
     async def cancel_queued(self, tenant_id: str, user_id: str, job_id: str) -> Job | None:
         """``queued`` → ``cancelled`` ("cancelled by user"); ``None`` when not queued."""
         return await self._one(
@@ -212,43 +176,6 @@ class JobStore:
         )
 
     # ----- worker side --------------------------------------------------------------------
-
-    async def get(self, job_id: str) -> Job | None:
-        """A job by id, unscoped (worker only)."""
-        return await self._one("SELECT * FROM transcribe_jobs WHERE id = %s", (job_id,))
-
-    async def claim(self, job_id: str, worker_id: str, lease_s: float) -> Job | None:
-        """Take a job for one attempt: ``queued`` (or ``running`` with a lapsed lease or the
-        same worker) becomes ``running`` with a fresh lease; ``None`` when it is not claimable
-        (cancelled, finished, or leased by a live worker)."""
-        return await self._one(
-            "UPDATE transcribe_jobs SET status = 'running', attempts = attempts + 1,"
-            " started_at = COALESCE(started_at, now()), worker_id = %s,"
-            " lease_expires_at = now() + make_interval(secs => %s)"
-            " WHERE id = %s AND (status = 'queued' OR (status = 'running' AND"
-            " (worker_id = %s OR lease_expires_at IS NULL OR lease_expires_at < now())))"
-            " RETURNING *",
-            (worker_id, lease_s, job_id, worker_id),
-        )
-
-    async def renew_lease(self, job_id: str, worker_id: str, lease_s: float) -> bool:
-        """Extend this worker's lease; ``False`` when the job is no longer its own."""
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "UPDATE transcribe_jobs SET lease_expires_at = now() + make_interval(secs => %s)"
-                " WHERE id = %s AND worker_id = %s AND status = 'running'",
-                (lease_s, job_id, worker_id),
-            )
-            return bool(cur.rowcount > 0)
-
-    async def release(self, job_id: str, worker_id: str) -> None:
-        """Give the lease back between attempts (the job stays ``running``)."""
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                "UPDATE transcribe_jobs SET lease_expires_at = NULL"
-                " WHERE id = %s AND worker_id = %s AND status = 'running'",
-                (job_id, worker_id),
-            )
 
     async def complete(self, job_id: str, result: JobResult) -> Job | None:
         """``running`` → ``completed`` with the result; ``None`` when the job was not running."""
@@ -286,43 +213,7 @@ class JobStore:
             (reason, backend_used, audio_duration_ms, job_id),
         )
 
-    async def note_backend(self, job_id: str, backend_used: str, node_id: str | None) -> None:
-        """Record the backend chosen at dispatch (§5.1: set at dispatch)."""
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                "UPDATE transcribe_jobs SET backend_used = %s, node_id = %s WHERE id = %s",
-                (backend_used, node_id, job_id),
-            )
-
     # ----- sweeps (crons) -----------------------------------------------------------------
-
-    async def queued_before(self, cutoff: datetime, limit: int = 500) -> list[Job]:
-        """``queued`` async jobs created before ``cutoff``, oldest first."""
-        return await self._many(
-            "SELECT * FROM transcribe_jobs WHERE status = 'queued' AND mode = 'async'"
-            " AND created_at < %s ORDER BY created_at LIMIT %s",
-            (cutoff, limit),
-        )
-
-    async def orphaned(self, limit: int = 500) -> list[Job]:
-        """``running`` async jobs whose lease lapsed (their worker died or gave it back)."""
-        return await self._many(
-            "SELECT * FROM transcribe_jobs WHERE status = 'running' AND mode = 'async'"
-            " AND (lease_expires_at IS NULL OR lease_expires_at < now())"
-            " ORDER BY created_at LIMIT %s",
-            (limit,),
-        )
-
-    async def stale_inline(self, cutoff: datetime) -> int:
-        """Fail inline rows left ``running`` by a crashed API process before ``cutoff``."""
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "UPDATE transcribe_jobs SET status = 'failed', status_reason = 'internal error',"
-                " completed_at = now() WHERE mode = 'inline' AND status = 'running'"
-                " AND started_at < %s",
-                (cutoff,),
-            )
-            return int(cur.rowcount)
 
     async def purge_finished(self, older_than: timedelta) -> list[Job]:
         """Delete terminal jobs that finished more than ``older_than`` ago; returns them."""
@@ -344,7 +235,4 @@ class JobStore:
 
     async def clear_audio_key(self, job_id: str) -> None:
         """Forget the staged object once it is deleted."""
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                "UPDATE transcribe_jobs SET audio_key = NULL WHERE id = %s", (job_id,)
-            )
+        await self._count("UPDATE transcribe_jobs SET audio_key = NULL WHERE id = %s", (job_id,))

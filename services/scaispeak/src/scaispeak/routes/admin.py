@@ -10,11 +10,12 @@ from typing import Annotated
 
 import msgspec
 from msgspec import UNSET, UnsetType
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from scaicommon.adminaudit import audit_failures, origin_of
+from scaicommon.adminaudit import Origin, audited_write
 from scaicommon.bodies import RequestBody, read_json
 from scaicommon.envelope import listing, success
 from scaicommon.errors import ScaiError, validation_error
@@ -24,8 +25,8 @@ from scaicommon.openapi import api
 from scaicommon.pagination import parse_limit
 from scaicommon.principal import Principal
 from scaicommon.runtime import Runtime
-from scaicommon.tenantadmin import BUDGET_PERIOD
-from scaispeak.deps import deps_of
+from scaicommon.tenantroutes import budget_routes, policy_routes, usage_route
+from scaispeak.deps import SpeakDeps, deps_of
 from scaispeak.permissions import ADMIN, PERMISSIONS, SYNTHESIZE
 from scaispeak.services.admin import (
     MAX_CHARS_LIMIT,
@@ -110,52 +111,18 @@ def require_any_permission(principal: Principal) -> None:
         )
 
 
+async def read_usage(
+    deps: SpeakDeps, principal: Principal, query: QueryParams, origin: Origin
+) -> UsageReport:
+    """The report over ``[start, end)`` (default: this month), grouped by ``group_by``."""
+    start, end = parse_range(query.get("start"), query.get("end"))
+    group_by = parse_group_by(query.get("group_by"))
+    return await UsageService(deps).report(principal, start, end, group_by=group_by, origin=origin)
+
+
 def admin_routes(runtime: Runtime) -> list[BaseRoute]:
     """Policy, blocklist, usage, budget and config under the mount, plus the node listing."""
     mount = runtime.spec.mount
-
-    # ----- policy ------------------------------------------------------------------
-
-    @api(
-        "The tenant's backend policy and the backends' availability",
-        permission=SYNTHESIZE,
-        response=PolicyView,
-        tags=["admin"],
-    )
-    async def get_policy(request: Request) -> Response:
-        principal = principal_of(request)
-        principal.require(SYNTHESIZE)
-        tenant_id = principal.require_tenant()
-        return success(await PolicyService(deps_of(runtime)).get(tenant_id))
-
-    @api(
-        "Change allowed_backends and/or default_backend",
-        permission=ADMIN,
-        body=PolicyPatch,
-        response=PolicyView,
-        tags=["admin"],
-    )
-    async def patch_policy(request: Request) -> Response:
-        principal = principal_of(request)
-        deps = deps_of(runtime)
-        origin = origin_of(request)
-        async with audit_failures(
-            deps.audit,
-            principal,
-            action="scaispeak.policy.update",
-            resource_type="tenant_policy",
-            resource_id=principal.tenant_id,
-            origin=origin,
-        ):
-            principal.require(ADMIN)
-            body = await read_json(request, PolicyPatch)
-            view = await PolicyService(deps).update(
-                principal,
-                allowed_backends=None if body.allowed_backends is UNSET else body.allowed_backends,
-                default_backend=None if body.default_backend is UNSET else body.default_backend,
-                origin=origin,
-            )
-        return success(view)
 
     # ----- blocklist ---------------------------------------------------------------
 
@@ -184,17 +151,14 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
         tags=["admin"],
     )
     async def create_blocklist_entry(request: Request) -> Response:
-        principal = principal_of(request)
         deps = deps_of(runtime)
-        origin = origin_of(request)
-        async with audit_failures(
+        async with audited_write(
+            request,
             deps.audit,
-            principal,
+            permission=ADMIN,
             action="scaispeak.blocklist.create",
             resource_type="blocklist_entry",
-            origin=origin,
-        ):
-            principal.require(ADMIN)
+        ) as (principal, origin):
             body = await read_json(request, BlocklistCreate)
             if body.pattern is UNSET:
                 raise validation_error("pattern", "is required")
@@ -216,88 +180,18 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
         tags=["admin"],
     )
     async def delete_blocklist_entry(request: Request) -> Response:
-        principal = principal_of(request)
         deps = deps_of(runtime)
-        origin = origin_of(request)
         entry_id = request.path_params["entry_id"]
-        async with audit_failures(
+        async with audited_write(
+            request,
             deps.audit,
-            principal,
+            permission=ADMIN,
             action="scaispeak.blocklist.delete",
             resource_type="blocklist_entry",
             resource_id=entry_id,
-            origin=origin,
-        ):
-            principal.require(ADMIN)
+        ) as (principal, origin):
             result = await BlocklistService(deps).delete(principal, entry_id, origin=origin)
         return success(result)
-
-    # ----- usage and budget --------------------------------------------------------
-
-    @api(
-        "Characters, requests and audio synthesised by the tenant",
-        permission=ADMIN,
-        response=UsageReport,
-        query={
-            "start": "YYYY-MM-DD or RFC 3339; default: the start of the current month (UTC)",
-            "end": "exclusive; default: the end of the current month (UTC)",
-            "group_by": "user, voice, backend or day",
-        },
-        tags=["usage"],
-    )
-    async def get_usage(request: Request) -> Response:
-        principal = principal_of(request)
-        principal.require(ADMIN)
-        query = request.query_params
-        start, end = parse_range(query.get("start"), query.get("end"))
-        group_by = parse_group_by(query.get("group_by"))
-        report = await UsageService(deps_of(runtime)).report(
-            principal, start, end, group_by=group_by, origin=origin_of(request)
-        )
-        return success(report)
-
-    @api(
-        "The tenant's monthly character budget",
-        permission=ADMIN,
-        response=BudgetView,
-        tags=["usage"],
-    )
-    async def get_budget(request: Request) -> Response:
-        principal = principal_of(request)
-        principal.require(ADMIN)
-        view = await BudgetService(deps_of(runtime)).read(principal, origin=origin_of(request))
-        return success(view)
-
-    @api(
-        "Set the tenant's monthly character budget (null: unlimited)",
-        permission=ADMIN,
-        body=BudgetPut,
-        response=BudgetView,
-        tags=["usage"],
-    )
-    async def put_budget(request: Request) -> Response:
-        principal = principal_of(request)
-        deps = deps_of(runtime)
-        origin = origin_of(request)
-        async with audit_failures(
-            deps.audit,
-            principal,
-            action="scaispeak.budget.update",
-            resource_type="budget",
-            origin=origin,
-        ):
-            principal.require(ADMIN)
-            body = await read_json(request, BudgetPut)
-            if body.period is UNSET:
-                raise validation_error("period", "is required")
-            if body.period != BUDGET_PERIOD:
-                raise validation_error("period", f"must be {BUDGET_PERIOD!r}")
-            if body.chars_limit is UNSET:
-                raise validation_error(
-                    "chars_limit", "is required (an integer >= 0, or null for unlimited)"
-                )
-            view = await BudgetService(deps).set(principal, body.chars_limit, origin=origin)
-        return success(view)
 
     # ----- config ------------------------------------------------------------------
 
@@ -312,17 +206,45 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
         return success(config_view(deps_of(runtime).settings))
 
     blocklist = f"{mount}/admin/blocklist"
-    budget = f"{mount}/admin/budget"
-    policy = f"{mount}/admin/policy"
     return [
-        Route(policy, get_policy, methods=["GET"]),
-        Route(policy, patch_policy, methods=["PATCH"]),
+        *policy_routes(
+            runtime,
+            path=f"{mount}/admin/policy",
+            deps=deps_of,
+            service=PolicyService,
+            body=PolicyPatch,
+            view=PolicyView,
+            read_permission=SYNTHESIZE,
+            write_permission=ADMIN,
+            read_summary="The tenant's backend policy and the backends' availability",
+            tags=["admin"],
+        ),
         Route(blocklist, list_blocklist, methods=["GET"]),
         Route(blocklist, create_blocklist_entry, methods=["POST"]),
         Route(f"{blocklist}/{{entry_id}}", delete_blocklist_entry, methods=["DELETE"]),
-        Route(f"{mount}/usage", get_usage, methods=["GET"]),
-        Route(budget, get_budget, methods=["GET"]),
-        Route(budget, put_budget, methods=["PUT"]),
+        usage_route(
+            runtime,
+            deps=deps_of,
+            read=read_usage,
+            view=UsageReport,
+            permission=ADMIN,
+            summary="Characters, requests and audio synthesised by the tenant",
+            query={
+                "start": "YYYY-MM-DD or RFC 3339; default: the start of the current month (UTC)",
+                "end": "exclusive; default: the end of the current month (UTC)",
+                "group_by": "user, voice, backend or day",
+            },
+        ),
+        *budget_routes(
+            runtime,
+            deps=deps_of,
+            service=BudgetService,
+            body=BudgetPut,
+            view=BudgetView,
+            limit_field="chars_limit",
+            permission=ADMIN,
+            unit_words="character",
+        ),
         Route(f"{mount}/config", get_config, methods=["GET"]),
         *node_listing_routes(runtime, (*NODE_PATHS, f"{mount}/admin/nodes"), permission=ADMIN),
     ]

@@ -15,14 +15,14 @@ from scaicommon.runtime import Runtime
 from scaicommon.uploads import read_multipart
 from scaispeak.deps import deps_of
 from scaispeak.permissions import ADMIN
-from scaispeak.routes.voices import origin_of
+from scaispeak.routes.voices import voice_write
 from scaispeak.services.erasure import (
     AuditQuery,
     ErasureService,
     erasure_tenant,
     super_admin_only,
 )
-from scaispeak.services.voices import VoiceService, audit_failures, parse_global_form
+from scaispeak.services.voices import VoiceService, parse_global_form
 
 #: Room for the text fields of a global-voice form beside its reference file.
 _FORM_OVERHEAD_BYTES = 1 << 20
@@ -49,16 +49,11 @@ def admin_voice_routes(runtime: Runtime) -> list[BaseRoute]:
         tags=["admin", "voices"],
     )
     async def create_global(request: Request) -> Response:
-        principal = principal_of(request)
-        deps = deps_of(runtime)
-        origin = origin_of(request)
-        limit = deps.settings.max_upload_bytes
-        async with audit_failures(
-            deps.audit, principal, action="scaispeak.voice.create", origin=origin
-        ):
+        async with voice_write(runtime, request, "scaispeak.voice.create") as write:
+            limit = write.deps.settings.max_upload_bytes
             try:
-                principal.require(ADMIN)
-                super_admin_only(principal)
+                write.principal.require(ADMIN)
+                super_admin_only(write.principal)
             except ScaiError:
                 await _discard_body(request, limit + _FORM_OVERHEAD_BYTES)
                 raise
@@ -67,7 +62,9 @@ def admin_voice_routes(runtime: Runtime) -> list[BaseRoute]:
             )
             async with form:
                 parsed = parse_global_form(form.fields, form.files.get("reference"))
-                voice = await VoiceService(deps).create_global(principal, parsed, origin)
+                voice = await VoiceService(write.deps).create_global(
+                    write.principal, parsed, write.origin
+                )
         return success(voice.to_api(), status_code=201)
 
     @api(
@@ -76,20 +73,12 @@ def admin_voice_routes(runtime: Runtime) -> list[BaseRoute]:
         tags=["admin", "voices"],
     )
     async def delete_global(request: Request) -> Response:
-        principal = principal_of(request)
         voice_id = request.path_params["voice_id"]
-        deps = deps_of(runtime)
-        origin = origin_of(request)
-        async with audit_failures(
-            deps.audit,
-            principal,
-            action="scaispeak.voice.delete",
-            resource_id=voice_id,
-            origin=origin,
-        ):
-            principal.require(ADMIN)
-            super_admin_only(principal)
-            result = await ErasureService(deps).delete_global(principal, voice_id, origin)
+        async with voice_write(runtime, request, "scaispeak.voice.delete", ADMIN) as write:
+            super_admin_only(write.principal)
+            result = await ErasureService(write.deps).delete_global(
+                write.principal, voice_id, write.origin
+            )
         return success(result)
 
     @api(

@@ -9,31 +9,14 @@ from starlette.routing import BaseRoute, Route
 
 from scaicommon.bodies import DEFAULT_MAX_JSON_BYTES, read_json
 from scaicommon.envelope import success
-from scaicommon.middleware import principal_of
 from scaicommon.openapi import api
 from scaicommon.runtime import Runtime
 from scaicommon.uploads import read_multipart
-from scaispeak.deps import deps_of
 from scaispeak.permissions import VOICE_WRITE
-from scaispeak.services.intake import (
-    CREATE_ACTION,
-    REPROMOTE_ACTION,
-    DesignBody,
-    IntakeService,
-    parse_design_json,
-    parse_voice_form,
-)
-from scaispeak.services.voices import Origin, audit_failures
+from scaispeak.routes.voices import voice_write
+from scaispeak.services.intake import CREATE_ACTION, REPROMOTE_ACTION, IntakeService
+from scaispeak.services.voice_forms import DesignBody, parse_design_json, parse_voice_form
 from scaispeak.store.voices import Voice
-
-
-def origin_of(request: Request) -> Origin:
-    """The caller's address and user agent, for audit rows."""
-    client = request.client
-    return Origin(
-        ip_address=client.host if client else None,
-        user_agent=request.headers.get("user-agent"),
-    )
 
 
 def _is_json(request: Request) -> bool:
@@ -59,12 +42,9 @@ def voice_create_routes(runtime: Runtime) -> list[BaseRoute]:
         tags=["voices"],
     )
     async def create_voice(request: Request) -> Response:
-        principal = principal_of(request)
-        deps = deps_of(runtime)
-        origin = origin_of(request)
-        service = IntakeService(deps)
-        async with audit_failures(deps.audit, principal, action=CREATE_ACTION, origin=origin):
-            principal.require(VOICE_WRITE)
+        async with voice_write(runtime, request, CREATE_ACTION, VOICE_WRITE) as write:
+            principal, origin = write.principal, write.origin
+            service = IntakeService(write.deps)
             principal.require_tenant()
             if _is_json(request):
                 body = await read_json(request, DesignBody, max_bytes=DEFAULT_MAX_JSON_BYTES)
@@ -72,7 +52,7 @@ def voice_create_routes(runtime: Runtime) -> list[BaseRoute]:
                     principal, parse_design_json(body), origin=origin
                 )
             else:
-                limit = deps.settings.max_upload_bytes
+                limit = write.deps.settings.max_upload_bytes
                 async with await read_multipart(
                     request, max_bytes=2 * limit + DEFAULT_MAX_JSON_BYTES, max_file_bytes=limit
                 ) as form:
@@ -86,15 +66,11 @@ def voice_create_routes(runtime: Runtime) -> list[BaseRoute]:
         tags=["voices"],
     )
     async def repromote(request: Request) -> Response:
-        principal = principal_of(request)
-        deps = deps_of(runtime)
-        origin = origin_of(request)
         voice_id = str(request.path_params["voice_id"])
-        async with audit_failures(
-            deps.audit, principal, action=REPROMOTE_ACTION, resource_id=voice_id, origin=origin
-        ):
-            principal.require(VOICE_WRITE)
-            voice = await IntakeService(deps).repromote(principal, voice_id, origin=origin)
+        async with voice_write(runtime, request, REPROMOTE_ACTION, VOICE_WRITE) as write:
+            voice = await IntakeService(write.deps).repromote(
+                write.principal, voice_id, origin=write.origin
+            )
         return success(voice.to_api())
 
     return [

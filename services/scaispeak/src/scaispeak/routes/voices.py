@@ -7,35 +7,62 @@ preview live in their own modules. Every mutation is audited, failures included.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from scaicommon.adminaudit import Origin, audit_failures, origin_of
 from scaicommon.bodies import read_json
 from scaicommon.envelope import listing, success
 from scaicommon.middleware import principal_of
 from scaicommon.openapi import api
 from scaicommon.pagination import parse_limit
+from scaicommon.principal import Principal
 from scaicommon.runtime import Runtime
-from scaispeak.deps import deps_of
+from scaispeak.deps import SpeakDeps, deps_of
 from scaispeak.permissions import VOICE_READ, VOICE_SHARE, VOICE_WRITE
 from scaispeak.services.erasure import ErasureService
-from scaispeak.services.voices import (
-    Origin,
-    VoicePatch,
-    VoiceService,
-    audit_failures,
-    parse_filters,
-)
+from scaispeak.services.voices import VoicePatch, VoiceService, parse_filters
 
 
-def origin_of(request: Request) -> Origin:
-    """The caller's address and user agent, for audit rows."""
-    client = request.client
-    return Origin(
-        ip_address=client.host if client else None,
-        user_agent=request.headers.get("user-agent"),
-    )
+@dataclass(frozen=True)
+class VoiceWrite:
+    """What an audited voice write needs: the caller, the service's dependencies, the origin."""
+
+    principal: Principal
+    deps: SpeakDeps
+    origin: Origin
+
+
+@asynccontextmanager
+async def voice_write(
+    runtime: Runtime,
+    request: Request,
+    action: str,
+    permission: str | None = None,
+) -> AsyncIterator[VoiceWrite]:
+    """Run a voice write whose failures are audited, ``permission`` (when given) first.
+
+    The audit rows name the ``voice_id`` of the path, where it has one.
+    """
+    principal = principal_of(request)
+    deps = deps_of(runtime)
+    origin = origin_of(request)
+    async with audit_failures(
+        deps.audit,
+        principal,
+        action=action,
+        resource_type="voice",
+        resource_id=request.path_params.get("voice_id"),
+        origin=origin,
+    ):
+        if permission is not None:
+            principal.require(permission)
+        yield VoiceWrite(principal, deps, origin)
 
 
 def voice_routes(runtime: Runtime) -> list[BaseRoute]:
@@ -89,20 +116,12 @@ def voice_routes(runtime: Runtime) -> list[BaseRoute]:
         tags=["voices"],
     )
     async def patch_voice(request: Request) -> Response:
-        principal = principal_of(request)
         voice_id = request.path_params["voice_id"]
-        deps = deps_of(runtime)
-        origin = origin_of(request)
-        async with audit_failures(
-            deps.audit,
-            principal,
-            action="scaispeak.voice.update",
-            resource_id=voice_id,
-            origin=origin,
-        ):
-            principal.require(VOICE_WRITE)
+        async with voice_write(runtime, request, "scaispeak.voice.update", VOICE_WRITE) as write:
             body = await read_json(request, VoicePatch)
-            voice = await VoiceService(deps).patch(principal, voice_id, body, origin)
+            voice = await VoiceService(write.deps).patch(
+                write.principal, voice_id, body, write.origin
+            )
         return success(voice.to_api())
 
     @api(
@@ -111,36 +130,18 @@ def voice_routes(runtime: Runtime) -> list[BaseRoute]:
         tags=["voices"],
     )
     async def delete_voice(request: Request) -> Response:
-        principal = principal_of(request)
         voice_id = request.path_params["voice_id"]
-        deps = deps_of(runtime)
-        origin = origin_of(request)
-        async with audit_failures(
-            deps.audit,
-            principal,
-            action="scaispeak.voice.delete",
-            resource_id=voice_id,
-            origin=origin,
-        ):
-            principal.require(VOICE_WRITE)
-            result = await ErasureService(deps).delete_voice(principal, voice_id, origin)
+        async with voice_write(runtime, request, "scaispeak.voice.delete", VOICE_WRITE) as write:
+            result = await ErasureService(write.deps).delete_voice(
+                write.principal, voice_id, write.origin
+            )
         return success(result)
 
     @api("Share your voice with your tenant", permission=VOICE_SHARE, tags=["voices"])
     async def share_voice(request: Request) -> Response:
-        principal = principal_of(request)
         voice_id = request.path_params["voice_id"]
-        deps = deps_of(runtime)
-        origin = origin_of(request)
-        async with audit_failures(
-            deps.audit,
-            principal,
-            action="scaispeak.voice.share",
-            resource_id=voice_id,
-            origin=origin,
-        ):
-            principal.require(VOICE_SHARE)
-            voice = await VoiceService(deps).share(principal, voice_id, origin)
+        async with voice_write(runtime, request, "scaispeak.voice.share", VOICE_SHARE) as write:
+            voice = await VoiceService(write.deps).share(write.principal, voice_id, write.origin)
         return success(voice.to_api())
 
     @api("Nodes that recently synthesised the voice", permission=VOICE_READ, tags=["voices"])
@@ -154,19 +155,9 @@ def voice_routes(runtime: Runtime) -> list[BaseRoute]:
 
     @api("Legacy warming: a no-op for ready voices", permission=VOICE_WRITE, tags=["voices"])
     async def warm_voice(request: Request) -> Response:
-        principal = principal_of(request)
         voice_id = request.path_params["voice_id"]
-        deps = deps_of(runtime)
-        origin = origin_of(request)
-        async with audit_failures(
-            deps.audit,
-            principal,
-            action="scaispeak.voice.warm",
-            resource_id=voice_id,
-            origin=origin,
-        ):
-            principal.require(VOICE_WRITE)
-            data = await VoiceService(deps).warm(principal, voice_id, origin)
+        async with voice_write(runtime, request, "scaispeak.voice.warm", VOICE_WRITE) as write:
+            data = await VoiceService(write.deps).warm(write.principal, voice_id, write.origin)
         return success(data)
 
     @api(
@@ -175,19 +166,9 @@ def voice_routes(runtime: Runtime) -> list[BaseRoute]:
         tags=["voices"],
     )
     async def evict_voice(request: Request) -> Response:
-        principal = principal_of(request)
         voice_id = request.path_params["voice_id"]
-        deps = deps_of(runtime)
-        origin = origin_of(request)
-        async with audit_failures(
-            deps.audit,
-            principal,
-            action="scaispeak.voice.evict",
-            resource_id=voice_id,
-            origin=origin,
-        ):
-            principal.require(VOICE_WRITE)
-            data = await ErasureService(deps).evict(principal, voice_id, origin)
+        async with voice_write(runtime, request, "scaispeak.voice.evict", VOICE_WRITE) as write:
+            data = await ErasureService(write.deps).evict(write.principal, voice_id, write.origin)
         return success(data)
 
     one = f"{mount}/voices/{{voice_id}}"

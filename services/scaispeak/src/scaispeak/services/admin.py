@@ -19,7 +19,7 @@ from typing import Final
 
 import msgspec
 
-from scaicommon.adminaudit import Origin
+from scaicommon.adminaudit import Origin, audit_success
 from scaicommon.errors import validation_error
 from scaicommon.periods import period_bounds, period_end
 from scaicommon.policy import Policy, parse_speak_allowed
@@ -305,14 +305,12 @@ class UsageService:
         budgets = BudgetService(self._deps)
         limit = await budgets.limit(tenant_id)
         remaining = None if limit is None else max(0, limit - await budgets.used(tenant_id))
-        where = origin or Origin()
-        await self._deps.audit.write(
+        await audit_success(
+            self._deps.audit,
             principal,
             action="scaispeak.usage.read",
-            status="SUCCESS",
             resource_type="usage",
-            ip_address=where.ip_address,
-            user_agent=where.user_agent,
+            origin=origin,
             details={"start": _ts(start), "end": _ts(end), "group_by": group_by},
         )
         return UsageReport(

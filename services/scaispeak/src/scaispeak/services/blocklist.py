@@ -19,6 +19,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Final
 
+from psycopg import AsyncConnection
+
 from scaicommon.adminaudit import Origin
 from scaicommon.errors import ScaiError, not_found, validation_error
 from scaicommon.ids import new_id
@@ -168,20 +170,9 @@ class BlocklistService:
             created_by=principal.user_id,
             request_id=principal.request_id,
         )
-        where = origin or Origin()
         async with self._deps.runtime.pool.connection() as conn, conn.transaction():
             entry = await self._store.insert(conn, new)
-            await self._deps.audit.write(
-                principal,
-                conn=conn,
-                action="scaispeak.blocklist.create",
-                status="SUCCESS",
-                resource_type="blocklist_entry",
-                resource_id=entry.id,
-                ip_address=where.ip_address,
-                user_agent=where.user_agent,
-                details={"match": entry.match, "pattern": entry.pattern},
-            )
+            await self._audit(conn, principal, "create", entry, origin)
         self._cache.pop(tenant_id)
         return entry.to_api()
 
@@ -193,21 +184,32 @@ class BlocklistService:
         Unknown (or another tenant's) → 404 ``SCAISPEAK_BLOCKLIST_ENTRY_NOT_FOUND``.
         """
         tenant_id = principal.require_tenant()
-        where = origin or Origin()
         async with self._deps.runtime.pool.connection() as conn, conn.transaction():
             entry = await self._store.delete(conn, tenant_id, entry_id)
             if entry is None:
                 raise not_found("SCAISPEAK_BLOCKLIST_ENTRY_NOT_FOUND", "no such blocklist entry")
-            await self._deps.audit.write(
-                principal,
-                conn=conn,
-                action="scaispeak.blocklist.delete",
-                status="SUCCESS",
-                resource_type="blocklist_entry",
-                resource_id=entry.id,
-                ip_address=where.ip_address,
-                user_agent=where.user_agent,
-                details={"match": entry.match, "pattern": entry.pattern},
-            )
+            await self._audit(conn, principal, "delete", entry, origin)
         self._cache.pop(tenant_id)
         return {"id": entry.id, "deleted": True}
+
+    async def _audit(
+        self,
+        conn: AsyncConnection[Any],
+        principal: Principal,
+        verb: str,
+        entry: BlocklistEntry,
+        origin: Origin | None,
+    ) -> None:
+        """The ``scaispeak.blocklist.<verb>`` row, in the transaction of the write."""
+        where = origin or Origin()
+        await self._deps.audit.write(
+            principal,
+            conn=conn,
+            action=f"scaispeak.blocklist.{verb}",
+            status="SUCCESS",
+            resource_type="blocklist_entry",
+            resource_id=entry.id,
+            ip_address=where.ip_address,
+            user_agent=where.user_agent,
+            details={"match": entry.match, "pattern": entry.pattern},
+        )

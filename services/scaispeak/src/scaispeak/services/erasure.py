@@ -30,6 +30,7 @@ from psycopg.rows import dict_row
 from redis.exceptions import RedisError
 
 from scaicommon._proto.scaiinfer.v1 import audio_node_pb2 as pb
+from scaicommon.adminaudit import Origin
 from scaicommon.bodies import parse_bool
 from scaicommon.errors import ScaiError, service_unavailable, validation_error
 from scaicommon.grpcclient import BoundStub
@@ -44,8 +45,8 @@ from scaispeak.deps import SpeakDeps, deps_of
 from scaispeak.services.voices import (
     GLOBAL_TENANT,
     WARM_KIND,
-    Origin,
     VoiceService,
+    audit_voice,
     cache_tenant,
     caller_tenant,
     may_modify,
@@ -277,14 +278,12 @@ class ErasureService:
                 erasure_id = erasure.erasure_id
                 await self._record_outcome(voice, erasure_id, outcome, actor)
                 pending = await self._finish_if_done(voice, erasure_id, actor)
-        await self._deps.audit.write(
+        await audit_voice(
+            self._deps,
             principal,
-            action="scaispeak.voice.evict",
-            status="SUCCESS",
-            resource_type="voice",
-            resource_id=voice.id,
-            ip_address=origin.ip_address,
-            user_agent=origin.user_agent,
+            "scaispeak.voice.evict",
+            voice.id,
+            origin,
             details={
                 "erasure_id": erasure_id,
                 "nodes_evicted": len(outcome.confirmed),
@@ -398,16 +397,13 @@ class ErasureService:
                     },
                 )
                 if principal is not None:
-                    where = origin or Origin()
-                    await self._deps.audit.write(
+                    await audit_voice(
+                        self._deps,
                         principal,
+                        "scaispeak.voice.delete",
+                        voice.id,
+                        origin,
                         conn=conn,
-                        action="scaispeak.voice.delete",
-                        status="SUCCESS",
-                        resource_type="voice",
-                        resource_id=voice.id,
-                        ip_address=where.ip_address,
-                        user_agent=where.user_agent,
                         details={"erasure_id": erasure_id, "reason": reason},
                     )
                 await self._purge_artifacts(conn, voice, consents, erasure_id, actor)

@@ -1,5 +1,7 @@
 """Voice intake: clone (§7.4), design (§7.5) and repromote (§7.10) of scaispeak.md.
 
+The request itself is parsed by :mod:`scaispeak.services.voice_forms`.
+
 Every reference clip is stored normalised as a 24 kHz mono PCM16 WAV at
 ``scaispeak/voices/{voice_id}/reference.wav`` (``reference_sha256`` = SHA-256 of those WAV
 bytes); consent audio is stored as uploaded at ``scaispeak/voices/{voice_id}/consent.<ext>``.
@@ -13,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ import structlog
 from psycopg.types.json import Jsonb
 
 from scaicommon._proto.scaiinfer.v1 import audio_node_pb2 as pb
+from scaicommon.adminaudit import Origin
 from scaicommon.audio import (
     ACCEPTED_MIME,
     AudioDecodeError,
@@ -40,7 +41,6 @@ from scaicommon.audio.preflight import (
     measure_clip,
     run_preflight,
 )
-from scaicommon.bodies import RequestBody
 from scaicommon.errors import ScaiError, service_unavailable
 from scaicommon.grpcclient import NodeCallError
 from scaicommon.ids import new_id
@@ -48,25 +48,19 @@ from scaicommon.nodes import NodeInfo
 from scaicommon.policy import Choice, resolve_backend
 from scaicommon.principal import Principal
 from scaicommon.storage import ObjectNotFound, StorageError
-from scaicommon.uploads import MultipartForm, UploadedFile, too_large
+from scaicommon.uploads import too_large
 from scaispeak.deps import SpeakDeps
 from scaispeak.services.blocklist import BlocklistService
 from scaispeak.services.drive_refs import fetch_reference
-from scaispeak.services.voices import (
-    Details,
-    Origin,
-    VoiceService,
-    check_description,
-    check_display_name,
-    check_enum,
-    check_language,
-    check_languages,
-    check_style_tags,
-    voice_not_found,
-    with_primary,
+from scaispeak.services.voice_forms import (
+    AudioPart,
+    CloneRequest,
+    DesignRequest,
+    VoiceFields,
 )
-from scaispeak.store.consent import ConsentStore, NewConsent, normalise_consent_text
-from scaispeak.store.voices import AGES, GENDERS, NewVoice, Voice
+from scaispeak.services.voices import VoiceService, audit_voice, voice_not_found
+from scaispeak.store.consent import ConsentStore, NewConsent
+from scaispeak.store.voices import NewVoice, Voice
 
 log = structlog.get_logger("scaispeak.intake")
 
@@ -76,7 +70,6 @@ DESIGN_CAPABILITIES: Final = ("voice_design",)
 CREATE_ACTION: Final = "scaispeak.voice.create"
 # Audit verbs are a closed list (platform §10.1) without "repromote": a repromote is an update.
 REPROMOTE_ACTION: Final = "scaispeak.voice.update"
-RESOURCE_TYPE: Final = "voice"
 _HEAD_BYTES: Final = 64
 
 #: The sentence a designed voice reads for its reference clip, per language (English default).
@@ -155,282 +148,6 @@ def stored_block(result: PreflightResult) -> dict[str, Any]:
         "fail_reasons": list(block["fail_reasons"]),
         "metrics": dict(block["metrics"]),
     }
-
-
-# ----- request fields (§7.4, §7.5) -------------------------------------------------------
-
-_CLONE_INPUTS: Final = (
-    "reference",
-    "reference_scaidrive_json",
-    "consent",
-    "consent_scaidrive_json",
-)
-_INVALID: Final = object()
-
-
-@dataclass(frozen=True)
-class VoiceFields:
-    """The descriptive fields both creation modes share, validated."""
-
-    display_name: str
-    language_primary: str
-    language_supported: tuple[str, ...] = ()
-    gender_hint: str = "unspecified"
-    age_hint: str = "unspecified"
-    style_tags: tuple[str, ...] = ()
-    description: str | None = None
-
-
-@dataclass(frozen=True)
-class ConsentFields:
-    """The consent statement (NFC, trimmed) and who made it for what (§7.4)."""
-
-    text: str
-    full_name: str
-    purpose: str
-
-
-@dataclass(frozen=True)
-class AudioPart:
-    """One audio input of the form: an uploaded file or a ScaiDrive reference (raw JSON)."""
-
-    field: str
-    upload: UploadedFile | None = None
-    drive_json: str | None = None
-
-
-@dataclass(frozen=True)
-class CloneRequest:
-    """A valid clone-mode form (§7.4)."""
-
-    fields: VoiceFields
-    consent: ConsentFields
-    reference: AudioPart
-    consent_audio: AudioPart
-
-
-@dataclass(frozen=True)
-class DesignRequest:
-    """A valid design-mode request (§7.5)."""
-
-    fields: VoiceFields
-    prompt: str
-
-
-class DesignBody(RequestBody):
-    """``POST /voices`` as JSON (design mode only); presence is checked after decoding."""
-
-    voice_design_prompt: str | None = None
-    display_name: str | None = None
-    language_primary: str | None = None
-    language_supported: list[str] | None = None
-    gender_hint: str | None = None
-    age_hint: str | None = None
-    style_tags: list[str] | None = None
-    description: str | None = None
-
-
-def _blank(value: object) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _required_text(details: Details, field: str, value: str | None, *, low: int, high: int) -> str:
-    """``low``–``high`` code points after NFC and trimming; ``""`` when missing or bad."""
-    if value is None or not value.strip():
-        details.append({"field": field, "message": "is required"})
-        return ""
-    text = unicodedata.normalize("NFC", value).strip()
-    if not low <= len(text) <= high:
-        details.append({"field": field, "message": f"must be {low}-{high} characters"})
-        return ""
-    return text
-
-
-def _json_text(details: Details, field: str, raw: str | None) -> object:
-    """The JSON value of a ``*_json`` form field (``None`` when absent, ``_INVALID`` when bad)."""
-    if raw is None or not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        details.append({"field": field, "message": "is not valid JSON"})
-        return _INVALID
-
-
-def _voice_fields(
-    details: Details,
-    *,
-    display_name: str | None,
-    language_primary: str | None,
-    language_supported: object,
-    gender_hint: str | None,
-    age_hint: str | None,
-    style_tags: object,
-    description: str | None,
-    languages_field: str,
-    tags_field: str,
-) -> VoiceFields:
-    """Validated with the same rules as ``PATCH /voices`` (placeholders where one failed)."""
-    if _blank(display_name):
-        details.append({"field": "display_name", "message": "is required"})
-        name = None
-    else:
-        name = check_display_name(details, display_name)
-    if _blank(language_primary):
-        details.append({"field": "language_primary", "message": "is required"})
-        primary = None
-    else:
-        primary = check_language(details, language_primary, "language_primary")
-    supported: list[str] = []
-    if language_supported is not None and language_supported is not _INVALID:
-        supported = check_languages(details, language_supported, languages_field) or []
-    tags: list[str] = []
-    if style_tags is not None and style_tags is not _INVALID:
-        tags = check_style_tags(details, style_tags, tags_field) or []
-    gender = (
-        None if _blank(gender_hint) else check_enum(details, gender_hint, "gender_hint", GENDERS)
-    )
-    age = None if _blank(age_hint) else check_enum(details, age_hint, "age_hint", AGES)
-    text = None if _blank(description) else check_description(details, description)
-    return VoiceFields(
-        display_name=name or "",
-        language_primary=primary or "",
-        language_supported=tuple(with_primary(primary, supported)) if primary else (),
-        gender_hint=gender or "unspecified",
-        age_hint=age or "unspecified",
-        style_tags=tuple(tags),
-        description=text,
-    )
-
-
-def _form_text(form: MultipartForm, name: str) -> str | None:
-    value = form.fields.get(name)
-    return value if value is not None and value.strip() else None
-
-
-def _form_voice_fields(details: Details, form: MultipartForm) -> VoiceFields:
-    fields = form.fields
-    return _voice_fields(
-        details,
-        display_name=fields.get("display_name"),
-        language_primary=fields.get("language_primary"),
-        language_supported=_json_text(
-            details, "language_supported_json", fields.get("language_supported_json")
-        ),
-        gender_hint=fields.get("gender_hint"),
-        age_hint=fields.get("age_hint"),
-        style_tags=_json_text(details, "style_tags_json", fields.get("style_tags_json")),
-        description=fields.get("description"),
-        languages_field="language_supported_json",
-        tags_field="style_tags_json",
-    )
-
-
-def _audio_part(details: Details, form: MultipartForm, name: str) -> AudioPart:
-    """Exactly one of the file ``name`` and the field ``name_scaidrive_json``."""
-    upload = form.files.get(name)
-    drive_field = f"{name}_scaidrive_json"
-    drive = _form_text(form, drive_field)
-    if upload is not None and drive is not None:
-        message = f"give either {name} or {drive_field}, not both"
-        details.extend(
-            [{"field": name, "message": message}, {"field": drive_field, "message": message}]
-        )
-    elif upload is None and drive is None:
-        details.append({"field": name, "message": f"a file (or {drive_field}) is required"})
-    elif upload is not None and upload.size == 0:
-        details.append({"field": name, "message": "the file is empty"})
-    return AudioPart(name, upload, drive)
-
-
-def _raise_if_bad(details: Details, code: str, summary: str) -> None:
-    if details:
-        first = details[0]
-        message = f"{first['field']}: {first['message']}" if len(details) == 1 else summary
-        raise ScaiError(code, message, details=details)
-
-
-def parse_voice_form(form: MultipartForm) -> CloneRequest | DesignRequest:
-    """A multipart ``POST /voices``: design mode when ``voice_design_prompt`` is given.
-
-    Field problems are one 422 ``VALIDATION_ERROR``. In clone mode, problems with the
-    consent inputs (``consent``/``consent_scaidrive_json``, ``consent_text``,
-    ``consent_user_full_name``, ``consent_stated_purpose``) are then one 422
-    ``SCAISPEAK_CONSENT_INVALID``. Both list every bad field in ``details``.
-    """
-    if _form_text(form, "voice_design_prompt") is not None:
-        return _design_form(form)
-    return _clone_form(form)
-
-
-def _design_form(form: MultipartForm) -> DesignRequest:
-    details: Details = []
-    for name in _CLONE_INPUTS:
-        if name in form.files or _form_text(form, name) is not None:
-            details.append({"field": name, "message": "not allowed with voice_design_prompt"})
-    prompt = _required_text(
-        details, "voice_design_prompt", form.fields.get("voice_design_prompt"), low=10, high=1000
-    )
-    fields = _form_voice_fields(details, form)
-    _raise_if_bad(details, "VALIDATION_ERROR", "invalid voice design request")
-    return DesignRequest(fields, prompt)
-
-
-def _clone_form(form: MultipartForm) -> CloneRequest:
-    details: Details = []
-    fields = _form_voice_fields(details, form)
-    reference = _audio_part(details, form, "reference")
-    _raise_if_bad(details, "VALIDATION_ERROR", "invalid voice request")
-    consent_details: Details = []
-    consent_audio = _audio_part(consent_details, form, "consent")
-    raw_text = form.fields.get("consent_text")
-    consent = ConsentFields(
-        text=_required_text(
-            consent_details,
-            "consent_text",
-            None if raw_text is None else normalise_consent_text(raw_text),
-            low=20,
-            high=2000,
-        ),
-        full_name=_required_text(
-            consent_details,
-            "consent_user_full_name",
-            form.fields.get("consent_user_full_name"),
-            low=1,
-            high=200,
-        ),
-        purpose=_required_text(
-            consent_details,
-            "consent_stated_purpose",
-            form.fields.get("consent_stated_purpose"),
-            low=1,
-            high=1000,
-        ),
-    )
-    _raise_if_bad(consent_details, "SCAISPEAK_CONSENT_INVALID", "the consent inputs are not usable")
-    return CloneRequest(fields, consent, reference, consent_audio)
-
-
-def parse_design_json(body: DesignBody) -> DesignRequest:
-    """A JSON ``POST /voices`` (design mode only): every bad field in one 422."""
-    details: Details = []
-    prompt = _required_text(
-        details, "voice_design_prompt", body.voice_design_prompt, low=10, high=1000
-    )
-    fields = _voice_fields(
-        details,
-        display_name=body.display_name,
-        language_primary=body.language_primary,
-        language_supported=body.language_supported,
-        gender_hint=body.gender_hint,
-        age_hint=body.age_hint,
-        style_tags=body.style_tags,
-        description=body.description,
-        languages_field="language_supported",
-        tags_field="style_tags",
-    )
-    _raise_if_bad(details, "VALIDATION_ERROR", "invalid voice design request")
-    return DesignRequest(fields, prompt)
 
 
 # ----- audio inputs ----------------------------------------------------------------------
@@ -886,21 +603,18 @@ class IntakeService:
         origin: Origin | None,
     ) -> Voice:
         """Insert the voice, its consent record and the audit row in one transaction."""
-        where = origin or Origin()
         async with self._deps.runtime.pool.connection() as conn, conn.transaction():
             voice = await self._deps.voices.insert(new, conn=conn)
             if consent is not None:
                 await self._consents.insert(consent, conn=conn)
-            await self._deps.audit.write(
+            await audit_voice(
+                self._deps,
                 principal,
+                CREATE_ACTION,
+                voice.id,
+                origin,
                 conn=conn,
-                action=CREATE_ACTION,
-                status="SUCCESS",
-                resource_type=RESOURCE_TYPE,
-                resource_id=voice.id,
                 http_status=201,
-                ip_address=where.ip_address,
-                user_agent=where.user_agent,
                 details={"kind": voice.kind, "consent_id": voice.consent_id},
             )
         log.info("voice_created", voice_id=voice.id, kind=voice.kind)
@@ -924,33 +638,35 @@ class IntakeService:
         recomputed and stored without failing; a clip over the maximum is trimmed to it.
         """
         voice = await VoiceService(self._deps).modifiable(principal, voice_id)
-        where = origin or Origin()
         before = voice.embedding_status
         if before != "ready":
             await self._deps.voices.set_status(voice.id, "processing")
             try:
                 outcome = await self._reintake(voice)
-                voice = await self._finish_repromote(principal, voice, outcome, before, where)
+                voice = await self._finish_repromote(principal, voice, outcome, before, origin)
             except BaseException:
                 # Not left at "processing" by an unexpected failure (storage down, …).
                 await self._deps.voices.set_status(voice.id, before, voice.embedding_status_reason)
                 raise
         else:
-            await self._deps.audit.write(
+            await audit_voice(
+                self._deps,
                 principal,
-                action=REPROMOTE_ACTION,
-                status="SUCCESS",
-                resource_type=RESOURCE_TYPE,
-                resource_id=voice.id,
+                REPROMOTE_ACTION,
+                voice.id,
+                origin,
                 http_status=200,
-                ip_address=where.ip_address,
-                user_agent=where.user_agent,
                 details={"operation": "repromote", "from": before, "to": before},
             )
         return voice
 
     async def _finish_repromote(
-        self, principal: Principal, voice: Voice, outcome: _Reintake, before: str, where: Origin
+        self,
+        principal: Principal,
+        voice: Voice,
+        outcome: _Reintake,
+        before: str,
+        origin: Origin | None,
     ) -> Voice:
         preflight = None if outcome.preflight is None else Jsonb(outcome.preflight)
         params = (
@@ -965,16 +681,14 @@ class IntakeService:
             updated = await self._deps.voices.fetch_one(_FINISH_REPROMOTE, params, conn=conn)
             if updated is None:
                 raise voice_not_found()
-            await self._deps.audit.write(
+            await audit_voice(
+                self._deps,
                 principal,
+                REPROMOTE_ACTION,
+                voice.id,
+                origin,
                 conn=conn,
-                action=REPROMOTE_ACTION,
-                status="SUCCESS",
-                resource_type=RESOURCE_TYPE,
-                resource_id=voice.id,
                 http_status=200,
-                ip_address=where.ip_address,
-                user_agent=where.user_agent,
                 details={
                     "operation": "repromote",
                     "from": before,

@@ -203,25 +203,17 @@ class SpeakOptions:
     warmup_trim_ms: int | None = None
 
     @classmethod
-    def check(
-        cls,
-        problems: Problems,
-        *,
-        language_hint: str | None,
-        speed: float | None,
-        instructions: str | None,
-        cfg_value: float | None,
-        warmup_trim_ms: int | None,
-    ) -> SpeakOptions:
-        """Validate each option against §4.1, recording problems."""
+    def check(cls, problems: Problems, body: SpeakBody | SpeechBody) -> SpeakOptions:
+        """Validate each option of ``body`` against §4.1, recording problems."""
+        instructions = body.instructions
         if instructions is not None and len(instructions) > MAX_INSTRUCTIONS_CHARS:
             problems.add("instructions", f"must be at most {MAX_INSTRUCTIONS_CHARS} characters")
-        trim = problems.number("warmup_trim_ms", warmup_trim_ms, TRIM_RANGE)
+        trim = problems.number("warmup_trim_ms", body.warmup_trim_ms, TRIM_RANGE)
         return cls(
-            language_hint=problems.language("language_hint", language_hint),
-            speed=problems.number("speed", speed, SPEED_RANGE),
+            language_hint=problems.language("language_hint", body.language_hint),
+            speed=problems.number("speed", body.speed, SPEED_RANGE),
             instructions=instructions or None,
-            cfg_value=problems.number("cfg_value", cfg_value, CFG_RANGE),
+            cfg_value=problems.number("cfg_value", body.cfg_value, CFG_RANGE),
             warmup_trim_ms=None if trim is None else int(trim),
         )
 
@@ -315,14 +307,7 @@ def speak_request(body: SpeakBody, settings: SpeakSettings) -> SpeakRequest:
         problems.add("voice_id", "is required")
     fmt = problems.choice("response_format", body.response_format, SPEAK_FORMATS)
     rate = problems.rate(fmt, body.sample_rate)
-    options = SpeakOptions.check(
-        problems,
-        language_hint=body.language_hint,
-        speed=body.speed,
-        instructions=body.instructions,
-        cfg_value=body.cfg_value,
-        warmup_trim_ms=body.warmup_trim_ms,
-    )
+    options = SpeakOptions.check(problems, body)
     preference = problems.preference(body.backend_preference)
     save_to = None
     if body.save_to is not None:
@@ -372,14 +357,7 @@ def speech_request(body: SpeechBody, settings: SpeakSettings) -> SpeechRequest:
     fmt = problems.choice("response_format", body.response_format, OPENAI_FORMATS)
     if body.stream_format not in (None, "audio"):
         problems.add("stream_format", "only audio is supported (sse is not)")
-    options = SpeakOptions.check(
-        problems,
-        language_hint=body.language_hint,
-        speed=body.speed,
-        instructions=body.instructions,
-        cfg_value=body.cfg_value,
-        warmup_trim_ms=body.warmup_trim_ms,
-    )
+    options = SpeakOptions.check(problems, body)
     preference = problems.preference(body.backend_preference)
     text = request_text(body.input, settings.openai_max_input_chars, problems, "input")
     problems.raise_any()
@@ -725,15 +703,11 @@ class SpeakService:
     def _new_job(
         self,
         principal: Principal,
+        request: SpeakRequest | SpeechRequest,
         *,
         mode: str,
         source: str,
         voice_id: str,
-        chars: int,
-        response_format: str,
-        sample_rate: int,
-        options: SpeakOptions,
-        preference: str,
         job_id: str | None = None,
         text_key: str | None = None,
         saved_to: Mapping[str, Any] | None = None,
@@ -748,14 +722,36 @@ class SpeakService:
             source=source,
             status="running" if mode == "inline" else "queued",
             voice_id=voice_id,
-            chars=chars,
-            response_format=response_format,
-            sample_rate=sample_rate,
+            chars=request.chars,
+            response_format=request.response_format,
+            sample_rate=request.sample_rate,
             request_id=principal.request_id,
-            params=options.to_json(),
-            backend_preference=preference,
+            params=request.options.to_json(),
+            backend_preference=request.preference,
             text_key=text_key,
             saved_to=saved_to,
+        )
+
+    async def _fail_job(
+        self,
+        principal: Principal,
+        job: SynthJob,
+        error: ScaiError,
+        operation: str,
+        progress: SynthesisProgress,
+        units: int,
+        started: float,
+    ) -> None:
+        """Fail an inline job with ``error`` and meter the ``units`` it got through."""
+        await self.jobs.fail(job.id, status_reason(error), error_view(error))
+        await self.meter(
+            principal,
+            operation=operation,
+            progress=progress,
+            units=units,
+            started=started,
+            error=error,
+            job_id=job.id,
         )
 
     # ----- POST /speak ----------------------------------------------------------------------
@@ -789,17 +785,7 @@ class SpeakService:
         prepared: PreparedSave | None,
     ) -> Inline:
         job = await self.jobs.insert(
-            self._new_job(
-                principal,
-                mode="inline",
-                source="speak",
-                voice_id=voice.id,
-                chars=request.chars,
-                response_format=request.response_format,
-                sample_rate=request.sample_rate,
-                options=request.options,
-                preference=request.preference,
-            )
+            self._new_job(principal, request, mode="inline", source="speak", voice_id=voice.id)
         )
         started = time.monotonic()
         progress = SynthesisProgress()
@@ -822,15 +808,8 @@ class SpeakService:
                     "BACKEND_TIMEOUT", f"synthesis took longer than {timeout_s:g} seconds"
                 ) from None
         except ScaiError as error:
-            await self.jobs.fail(job.id, status_reason(error), error_view(error))
-            await self.meter(
-                principal,
-                operation="speak.batch",
-                progress=progress,
-                units=progress.chars_done,
-                started=started,
-                error=error,
-                job_id=job.id,
+            await self._fail_job(
+                principal, job, error, "speak.batch", progress, progress.chars_done, started
             )
             error.extras["job_id"] = job.id
             raise
@@ -890,15 +869,11 @@ class SpeakService:
         job = await self.jobs.insert(
             self._new_job(
                 principal,
+                request,
                 job_id=job_id,
                 mode="async",
                 source="speak",
                 voice_id=request.voice_id,
-                chars=request.chars,
-                response_format=request.response_format,
-                sample_rate=request.sample_rate,
-                options=request.options,
-                preference=request.preference,
                 text_key=key,
                 saved_to=prepared.pending_view() if prepared else None,
             )
@@ -1019,32 +994,13 @@ class SpeakService:
             voice_id = await self.find_openai_voice(principal, request.voice)
             voice = await self.admit(principal, voice_id, request.text)
             job = await self.jobs.insert(
-                self._new_job(
-                    principal,
-                    mode="inline",
-                    source="openai",
-                    voice_id=voice.id,
-                    chars=request.chars,
-                    response_format=request.response_format,
-                    sample_rate=request.sample_rate,
-                    options=request.options,
-                    preference=request.preference,
-                )
+                self._new_job(principal, request, mode="inline", source="openai", voice_id=voice.id)
             )
             params = request.options.merge(voice, request.sample_rate)
             chunks = await self._first_audio(principal, job, voice, request, params, progress)
         except ScaiError as error:
             if job is not None:
-                await self.jobs.fail(job.id, status_reason(error), error_view(error))
-                await self.meter(
-                    principal,
-                    operation="speak.openai",
-                    progress=progress,
-                    units=0,
-                    started=started,
-                    error=error,
-                    job_id=job.id,
-                )
+                await self._fail_job(principal, job, error, "speak.openai", progress, 0, started)
             await self.audit(principal, error, resource_id=job.id if job else None, details=details)
             raise
         stream, first = chunks

@@ -6,19 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
 import structlog
-from arq import Retry
 from psycopg import AsyncConnection
 
 from scaicommon.audio import content_type, extension
 from scaicommon.errors import ScaiError
-from scaicommon.jobs import JobQueue, backoff_s
+from scaicommon.jobs import JobQueue, JobSweeper, lease_renewal, observe_job, retry_if_transient
 from scaicommon.pagination import Page
 from scaicommon.principal import Principal
 from scaicommon.requestid import set_request_id
@@ -224,33 +222,12 @@ class SynthJobRunner:
         self.jobs = SynthJobStore(deps.runtime.pool)
         self._speak = SpeakService(deps)
 
-    @contextlib.asynccontextmanager
-    async def _leased(self, job_id: str, worker_id: str) -> AsyncIterator[asyncio.Event]:
-        """Renew the lease while the attempt runs; the event fires when the job is gone."""
-        lease = self._settings.job_lease_s
-        gone = asyncio.Event()
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(lease / 3)
-                if not await self.jobs.renew_lease(job_id, worker_id, lease):
-                    gone.set()
-                    return
-
-        task = asyncio.create_task(renew())
-        try:
-            yield gone
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
     async def run(self, job_id: str, worker_id: str, payload: dict[str, Any] | None) -> str:
         """One attempt; returns the job's status afterwards (raises arq ``Retry`` to retry)."""
-        job = await self.jobs.claim(job_id, worker_id, self._settings.job_lease_s)
+        lease_s = self._settings.job_lease_s
+        job = await self.jobs.claim(job_id, worker_id, lease_s)
         if job is None:
-            current = await self.jobs.get(job_id)
-            status = current.status if current else "missing"
+            status = await self.jobs.status_of(job_id)
             log.info("synth_job_skipped", job_id=job_id, status=status)
             return status
         set_request_id(job.request_id)
@@ -258,7 +235,7 @@ class SynthJobRunner:
             job_id=job.id, tenant_id=job.tenant_id, user_id=job.user_id
         )
         started = time.monotonic()
-        async with self._leased(job.id, worker_id) as gone:
+        async with lease_renewal(self.jobs, job.id, worker_id, lease_s) as gone:
             attempt = asyncio.create_task(self._attempt(job, payload, started))
             watcher = asyncio.create_task(gone.wait())
             await asyncio.wait({attempt, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -277,9 +254,7 @@ class SynthJobRunner:
                 outcome = await self._fail(job, failed.error)
         if outcome == "deleted":
             await self._forget(job)
-        metrics = self._deps.runtime.metrics
-        metrics.jobs.labels(kind="synthesize", outcome=outcome).inc()
-        metrics.job_duration.labels(kind="synthesize").observe(time.monotonic() - started)
+        observe_job(self._deps.runtime.metrics, "synthesize", outcome, started)
         return outcome
 
     async def _forget(self, job: SynthJob) -> None:
@@ -468,51 +443,41 @@ class SynthJobRunner:
         await self.jobs.clear_text_key(job.id)
 
     async def _retry_or_fail(self, job: SynthJob, error: ScaiError) -> None:
-        if error.code in TRANSIENT and job.attempts < self._settings.job_max_attempts:
-            defer = backoff_s(job.attempts)
-            if job.worker_id:
-                await self.jobs.release(job.id, job.worker_id)
-            log.info("synth_job_retry", code=error.code, attempt=job.attempts, defer_s=defer)
-            raise Retry(defer=defer)
+        await retry_if_transient(
+            self.jobs,
+            job,
+            error.code,
+            transient=TRANSIENT,
+            max_attempts=self._settings.job_max_attempts,
+            log=log,
+            event="synth_job_retry",
+        )
         raise _Failed(error)
 
 
 # ----- crons ----------------------------------------------------------------------------------
 
 
-class SynthJobSweeper:
-    """Finds jobs the queue lost or a dead worker left behind, and expires old outputs."""
+class SynthJobSweeper(JobSweeper):
+    """Finds jobs the queue lost or a dead worker left behind, and expires old outputs.
+
+    A job re-enqueued by :meth:`requeue_lost` has lost its ScaiDrive token (the payload is
+    ``None``): its upload then fails late (``scaidrive upload failed``) with the audio kept.
+    """
 
     def __init__(self, deps: SpeakDeps, queue: JobQueue) -> None:
-        self._deps = deps
-        self._queue = queue
         self.jobs = SynthJobStore(deps.runtime.pool)
-
-    async def requeue_lost(self) -> list[str]:
-        """Re-enqueue ``queued`` rows older than the threshold that Redis no longer holds, and
-        hand ``running`` jobs whose lease lapsed (dead worker) to a live worker.
-
-        A job re-enqueued this way has lost its ScaiDrive token: its upload then fails late
-        (``scaidrive upload failed``) with the audio kept.
-        """
-        settings = self._deps.settings
-        done: list[str] = []
-        cutoff = utcnow() - timedelta(seconds=settings.job_requeue_after_s)
-        for job in await self.jobs.queued_before(cutoff):
-            if not await self._queue.known(job.id):
-                await self._queue.enqueue(PROCESS_SYNTH_JOB, job.id, None)
-                log.info("synth_job_requeued", job_id=job.id)
-                done.append(job.id)
-        for job in await self.jobs.orphaned():
-            if not await self._queue.release_claim(job.id):
-                await self._queue.forget(job.id)
-                await self._queue.enqueue(PROCESS_SYNTH_JOB, job.id, None)
-            log.info("synth_job_reclaimed", job_id=job.id, worker_id=job.worker_id)
-            done.append(job.id)
-        self._deps.runtime.metrics.queue_depth.labels(queue=self._queue.name).set(
-            await self._queue.depth()
+        super().__init__(
+            queue,
+            self.jobs,
+            PROCESS_SYNTH_JOB,
+            args=(None,),
+            requeue_after_s=deps.settings.job_requeue_after_s,
+            metrics=deps.runtime.metrics,
+            log=log,
+            kind="synth_job",
         )
-        return done
+        self._deps = deps
 
     async def purge(self) -> dict[str, int]:
         """Delete outputs past ``SCAISPEAK_JOB_OUTPUT_RETENTION_HOURS``, objects no job row

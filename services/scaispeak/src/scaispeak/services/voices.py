@@ -13,8 +13,7 @@ stands in (:func:`cache_tenant`).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,10 +21,10 @@ import msgspec
 import psycopg
 import structlog
 from msgspec import UNSET, UnsetType
+from psycopg import AsyncConnection
 
-from scaicommon.audit import AuditWriter
+from scaicommon.adminaudit import Origin
 from scaicommon.bodies import RequestBody
-from scaicommon.envelope import to_scai_error
 from scaicommon.errors import ScaiError, service_unavailable
 from scaicommon.ids import new_id
 from scaicommon.nodes import RegistryUnreadable
@@ -120,49 +119,31 @@ def may_modify(principal: Principal, voice: Voice) -> bool:
     return voice.scope == "tenant" and is_voice_admin(principal)
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where a request came from, for audit rows."""
-
-    ip_address: str | None = None
-    user_agent: str | None = None
-
-
-@asynccontextmanager
-async def audit_failures(
-    audit: AuditWriter,
+async def audit_voice(
+    deps: SpeakDeps,
     principal: Principal,
-    *,
     action: str,
-    resource_id: str | None = None,
-    origin: Origin | None = None,
-    resource_type: str = "voice",
-) -> AsyncIterator[None]:
-    """Record a ``FAILURE`` audit row when the body raises (403, 404, 409, 422 …), then re-raise.
-
-    Nothing changed on a failed write, so the row is best-effort (``write_or_log``).
-    """
-    try:
-        yield
-    except Exception as exc:
-        error = to_scai_error(exc)
-        details: dict[str, Any] = {}
-        if error.details:
-            details["fields"] = [d.get("field") for d in error.details]
-        where = origin or Origin()
-        await audit.write_or_log(
-            principal,
-            action=action,
-            status="FAILURE",
-            resource_type=resource_type,
-            resource_id=resource_id,
-            error_code=error.code,
-            http_status=error.http_status,
-            ip_address=where.ip_address,
-            user_agent=where.user_agent,
-            details=details,
-        )
-        raise
+    voice_id: str,
+    origin: Origin | None,
+    *,
+    conn: AsyncConnection[Any] | None = None,
+    http_status: int | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """The ``SUCCESS`` audit row of a voice action (in ``conn``'s transaction when given)."""
+    where = origin or Origin()
+    await deps.audit.write(
+        principal,
+        conn=conn,
+        action=action,
+        status="SUCCESS",
+        resource_type="voice",
+        resource_id=voice_id,
+        http_status=http_status,
+        ip_address=where.ip_address,
+        user_agent=where.user_agent,
+        details=details,
+    )
 
 
 # ----- field validation (§7.1, §7.4, §12.3) ------------------------------------------------
@@ -578,15 +559,7 @@ class VoiceService:
         """One visible voice; reads of tenant and user voices are audited (fail closed)."""
         voice = await self.visible(caller_tenant(principal), principal.user_id, voice_id)
         if voice.scope != "global":
-            await self._deps.audit.write(
-                principal,
-                action="scaispeak.voice.read",
-                status="SUCCESS",
-                resource_type="voice",
-                resource_id=voice.id,
-                ip_address=origin.ip_address,
-                user_agent=origin.user_agent,
-            )
+            await audit_voice(self._deps, principal, "scaispeak.voice.read", voice.id, origin)
         return voice
 
     async def modifiable(
@@ -621,15 +594,13 @@ class VoiceService:
                 raise name_conflict(str(changes.get("display_name"))) from None
             if updated is None:
                 raise voice_not_found()
-            await self._deps.audit.write(
+            await audit_voice(
+                self._deps,
                 principal,
+                "scaispeak.voice.update",
+                voice.id,
+                origin,
                 conn=conn,
-                action="scaispeak.voice.update",
-                status="SUCCESS",
-                resource_type="voice",
-                resource_id=voice.id,
-                ip_address=origin.ip_address,
-                user_agent=origin.user_agent,
                 details={"fields": sorted(changes)},
             )
         return updated
@@ -650,15 +621,13 @@ class VoiceService:
                 if again is None or again.deleted:
                     raise voice_not_found()
                 return again  # shared concurrently: unchanged
-            await self._deps.audit.write(
+            await audit_voice(
+                self._deps,
                 principal,
+                "scaispeak.voice.share",
+                voice.id,
+                origin,
                 conn=conn,
-                action="scaispeak.voice.share",
-                status="SUCCESS",
-                resource_type="voice",
-                resource_id=voice.id,
-                ip_address=origin.ip_address,
-                user_agent=origin.user_agent,
                 details={"from_scope": "user", "to_scope": "tenant"},
             )
         return shared
@@ -682,14 +651,12 @@ class VoiceService:
                 "SCAISPEAK_VOICE_NOT_READY_FOR_WARMING",
                 f"voice is not ready (embedding_status: {voice.embedding_status})",
             )
-        await self._deps.audit.write(
+        await audit_voice(
+            self._deps,
             principal,
-            action="scaispeak.voice.warm",
-            status="SUCCESS",
-            resource_type="voice",
-            resource_id=voice.id,
-            ip_address=origin.ip_address,
-            user_agent=origin.user_agent,
+            "scaispeak.voice.warm",
+            voice.id,
+            origin,
             details={"warmed": False},
         )
         return {"voice_id": voice.id, "warmed": False, "note": WARM_NOTE}
@@ -739,15 +706,13 @@ class VoiceService:
         try:
             async with self._deps.runtime.pool.connection() as conn, conn.transaction():
                 voice = await self._store.insert(new, conn=conn)
-                await self._deps.audit.write(
+                await audit_voice(
+                    self._deps,
                     principal,
+                    "scaispeak.voice.create",
+                    voice_id,
+                    origin,
                     conn=conn,
-                    action="scaispeak.voice.create",
-                    status="SUCCESS",
-                    resource_type="voice",
-                    resource_id=voice_id,
-                    ip_address=origin.ip_address,
-                    user_agent=origin.user_agent,
                     details={
                         "scope": "global",
                         "kind": "global",

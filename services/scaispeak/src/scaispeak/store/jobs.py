@@ -6,23 +6,20 @@ scoped by tenant *and* user (jobs are owner-only, §1.8). Worker-side methods ta
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from scaicommon.pagination import FilterSpec, Page, fetch_tenant_page
+from scaicommon.jobrows import JobRows
 from scaicommon.timefmt import format_ts
 
 STATUSES: Final = ("queued", "running", "completed", "failed")
 TERMINAL: Final = ("completed", "failed")
-_LIST_FILTERS: Final = {"user_id": FilterSpec("user_id"), "status": FilterSpec("status")}
 
 
 @dataclass(frozen=True)
@@ -131,39 +128,11 @@ def _json(value: Mapping[str, Any] | None) -> Jsonb | None:
     return None if value is None else Jsonb(dict(value))
 
 
-class SynthJobStore:
+class SynthJobStore(JobRows[SynthJob]):
     """Repository of ``synth_jobs``."""
 
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
-        self._pool = pool
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection[Any]]:
-        """A connection inside a transaction (for a change and its audit row together)."""
-        async with self._pool.connection() as conn, conn.transaction():
-            yield conn
-
-    async def _one(
-        self, query: str, params: Sequence[Any], conn: AsyncConnection[Any] | None = None
-    ) -> SynthJob | None:
-        if conn is not None:
-            async with conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(query, params)
-                row = await cur.fetchone()
-            return SynthJob.from_row(row) if row else None
-        async with self._pool.connection() as own:
-            return await self._one(query, params, own)
-
-    async def _many(self, query: str, params: Sequence[Any]) -> list[SynthJob]:
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
-            rows = await cur.fetchall()
-        return [SynthJob.from_row(r) for r in rows]
-
-    async def _count(self, query: str, params: Sequence[Any]) -> int:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(query, params)
-            return int(cur.rowcount)
+        super().__init__(pool, "synth_jobs", SynthJob.from_row)
 
     # ----- writes from the API ----------------------------------------------------------
 
@@ -201,28 +170,6 @@ class SynthJobStore:
         assert row is not None
         return row
 
-    async def get_owned(self, tenant_id: str, user_id: str, job_id: str) -> SynthJob | None:
-        """The caller's own job, or ``None`` (another user's job is ``None`` too)."""
-        return await self._one(
-            "SELECT * FROM synth_jobs WHERE id = %s AND tenant_id = %s AND user_id = %s",
-            (job_id, tenant_id, user_id),
-        )
-
-    async def list_owned(
-        self, tenant_id: str, user_id: str, *, status: str | None, limit: int, cursor: str | None
-    ) -> Page[SynthJob]:
-        """A newest-first page of the caller's jobs, optionally of one status."""
-        page = await fetch_tenant_page(
-            self._pool,
-            "synth_jobs",
-            tenant_id=tenant_id,
-            filters={"user_id": user_id, "status": status},
-            specs=_LIST_FILTERS,
-            limit=limit,
-            cursor=cursor,
-        )
-        return page.map(SynthJob.from_row)
-
     async def delete_owned(
         self,
         tenant_id: str,
@@ -239,47 +186,6 @@ class SynthJobStore:
         )
 
     # ----- worker side (and the inline path, which owns its row) -----------------------------
-
-    async def get(self, job_id: str) -> SynthJob | None:
-        """A job by id, unscoped (worker only)."""
-        return await self._one("SELECT * FROM synth_jobs WHERE id = %s", (job_id,))
-
-    async def claim(self, job_id: str, worker_id: str, lease_s: float) -> SynthJob | None:
-        """Take an async job for one attempt: ``queued`` (or ``running`` with a lapsed lease or
-        the same worker) becomes ``running`` with a fresh lease; ``None`` when not claimable."""
-        return await self._one(
-            "UPDATE synth_jobs SET status = 'running', attempts = attempts + 1,"
-            " started_at = COALESCE(started_at, now()), worker_id = %s,"
-            " lease_expires_at = now() + make_interval(secs => %s)"
-            " WHERE id = %s AND mode = 'async' AND (status = 'queued' OR (status = 'running' AND"
-            " (worker_id = %s OR lease_expires_at IS NULL OR lease_expires_at < now())))"
-            " RETURNING *",
-            (worker_id, lease_s, job_id, worker_id),
-        )
-
-    async def renew_lease(self, job_id: str, worker_id: str, lease_s: float) -> bool:
-        """Extend this worker's lease; ``False`` when the job is gone or no longer its own."""
-        changed = await self._count(
-            "UPDATE synth_jobs SET lease_expires_at = now() + make_interval(secs => %s)"
-            " WHERE id = %s AND worker_id = %s AND status = 'running'",
-            (lease_s, job_id, worker_id),
-        )
-        return changed > 0
-
-    async def release(self, job_id: str, worker_id: str) -> None:
-        """Give the lease back between attempts (the job stays ``running``)."""
-        await self._count(
-            "UPDATE synth_jobs SET lease_expires_at = NULL"
-            " WHERE id = %s AND worker_id = %s AND status = 'running'",
-            (job_id, worker_id),
-        )
-
-    async def note_backend(self, job_id: str, backend: str, node_id: str | None) -> None:
-        """Record the backend chosen at dispatch."""
-        await self._count(
-            "UPDATE synth_jobs SET backend_used = %s, node_id = %s WHERE id = %s",
-            (backend, node_id, job_id),
-        )
 
     async def complete(self, job_id: str, output: SynthOutput) -> SynthJob | None:
         """``running`` → ``completed``; ``None`` when the job is gone or not running."""
@@ -339,33 +245,11 @@ class SynthJobStore:
 
     # ----- sweeps (crons) -----------------------------------------------------------------
 
-    async def queued_before(self, cutoff: datetime, limit: int = 500) -> list[SynthJob]:
-        """``queued`` async jobs created before ``cutoff``, oldest first."""
-        return await self._many(
-            "SELECT * FROM synth_jobs WHERE status = 'queued' AND mode = 'async'"
-            " AND created_at < %s ORDER BY created_at LIMIT %s",
-            (cutoff, limit),
-        )
-
-    async def orphaned(self, limit: int = 500) -> list[SynthJob]:
-        """``running`` async jobs whose lease lapsed (their worker died or gave it back)."""
-        return await self._many(
-            "SELECT * FROM synth_jobs WHERE status = 'running' AND mode = 'async'"
-            " AND (lease_expires_at IS NULL OR lease_expires_at < now())"
-            " ORDER BY created_at LIMIT %s",
-            (limit,),
-        )
-
     async def stale_inline(self, cutoff: datetime) -> int:
         """Fail inline rows left ``running`` by a crashed API process before ``cutoff``."""
-        return await self._count(
-            "UPDATE synth_jobs SET status = 'failed', status_reason = 'internal error',"
-            " error = %s, completed_at = now() WHERE mode = 'inline' AND status = 'running'"
-            " AND started_at < %s",
-            (
-                Jsonb({"code": "INTERNAL_ERROR", "message": "the request ended unexpectedly"}),
-                cutoff,
-            ),
+        return await self._fail_stale_inline(
+            cutoff,
+            error=Jsonb({"code": "INTERNAL_ERROR", "message": "the request ended unexpectedly"}),
         )
 
     async def expire_outputs(self, older_than: timedelta, limit: int = 500) -> list[str]:
