@@ -47,7 +47,7 @@ def transcribe_routes(runtime: Runtime) -> list[BaseRoute]:
                 {
                     "job_id": job.id,
                     "transcript": transcript.text,
-                    "segments": job.segments if job.segments is not None else [],
+                    "segments": transcript.api_segments(parsed.options.timestamps, diarized=False),
                     "backend_used": transcript.backend,
                     "language_detected": job.language_detected,
                     "audio_duration_ms": transcript.duration_ms,
