@@ -129,6 +129,15 @@ class ScaiError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code!r}, {self.message!r})"
 
+    @property
+    def failover_eligible(self) -> bool:
+        """Whether a dispatcher may move to another backend after this failure (platform §5.4).
+
+        ``False`` here; node and relay errors say ``True`` for the failures that are not the
+        caller's fault.
+        """
+        return False
+
     def to_dict(self) -> dict[str, Any]:
         """The ``error`` object of the envelope (without ``meta``)."""
         body: dict[str, Any] = {"code": self.code, "message": self.message}

@@ -88,6 +88,14 @@ class ServiceMetrics:
             f"{m}_usage_units_total", "Metered units", ["unit", "backend"], registry=r
         )
 
+    def observe_dispatch(
+        self, backend: str, operation: str, outcome: str, seconds: float | None = None
+    ) -> None:
+        """Count one backend dispatch; record its latency when it succeeded."""
+        self.dispatch.labels(backend=backend, operation=operation, outcome=outcome).inc()
+        if seconds is not None:
+            self.dispatch_duration.labels(backend=backend, operation=operation).observe(seconds)
+
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""
         return generate_latest(self.registry)

@@ -396,6 +396,20 @@ class Choice(Generic[N]):
             tried.append(_unusable(backend, reason))
         raise self._ctx.unavailable(tried)
 
+    async def failover_after(self, error: ScaiError) -> Choice[N]:
+        """:meth:`failover` after ``error``; when nothing is left, raise what the client sees.
+
+        That is ``<MODULE>_BACKEND_UNAVAILABLE`` with the resolution when the backend was
+        unreachable, else ``error`` itself (a relay 5xx stays ``BACKEND_ERROR``, capacity stays
+        ``BACKEND_RATE_LIMITED``).
+        """
+        try:
+            return await self.failover()
+        except ScaiError as exhausted:
+            if error.code.endswith("_BACKEND_UNAVAILABLE"):
+                raise exhausted from None
+            raise error from None
+
 
 async def resolve_backend(
     policy: Policy,

@@ -8,10 +8,8 @@ import structlog
 
 from scaicommon.audio import Pcm
 from scaicommon.errors import ScaiError
-from scaicommon.grpcclient import NodeCallError
 from scaicommon.nodes import NodeInfo
 from scaicommon.policy import Choice, PolicyStore, resolve_backend
-from scaicommon.relay import RelayError
 from scaicommon.runtime import Runtime
 from scaiecho.dispatch.node import transcribe_on_node
 from scaiecho.dispatch.options import OriginalAudio, TranscribeOptions
@@ -22,12 +20,6 @@ from scaiecho.transcript import Transcript
 log = structlog.get_logger("scaiecho.dispatch")
 
 ENGINE_KIND = "audio.transcribe"
-
-
-def _may_fail_over(error: ScaiError) -> bool:
-    if isinstance(error, NodeCallError | RelayError):
-        return error.failover_eligible
-    return False
 
 
 class Dispatcher:
@@ -97,40 +89,20 @@ class Dispatcher:
         """
         metrics = self._runtime.metrics
         started = time.monotonic()
+        target = choice
         try:
-            transcript = await self._transcribe(choice, pcm, options, original, tenant_id, user_id)
-        except ScaiError:
-            metrics.dispatch.labels(
-                backend=choice.backend, operation="transcribe", outcome="error"
-            ).inc()
-            raise
-        metrics.dispatch.labels(
-            backend=transcript.backend, operation="transcribe", outcome="success"
-        ).inc()
-        metrics.dispatch_duration.labels(
-            backend=transcript.backend, operation="transcribe"
-        ).observe(time.monotonic() - started)
-        return transcript
-
-    async def _transcribe(
-        self,
-        choice: Choice[NodeInfo],
-        pcm: Pcm,
-        options: TranscribeOptions,
-        original: OriginalAudio | None,
-        tenant_id: str,
-        user_id: str,
-    ) -> Transcript:
-        try:
-            return await self._call(choice, pcm, options, original, tenant_id, user_id)
-        except ScaiError as error:
-            if not _may_fail_over(error):
-                raise
-            log.warning("dispatch_failover", backend=choice.backend, code=error.code)
             try:
-                second = await choice.failover()
-            except ScaiError as exhausted:
-                if error.code.endswith("_BACKEND_UNAVAILABLE"):
-                    raise exhausted from None
-                raise error from None
-            return await self._call(second, pcm, options, original, tenant_id, user_id)
+                transcript = await self._call(target, pcm, options, original, tenant_id, user_id)
+            except ScaiError as error:
+                if not error.failover_eligible:
+                    raise
+                log.warning("dispatch_failover", backend=target.backend, code=error.code)
+                target = await choice.failover_after(error)
+                transcript = await self._call(target, pcm, options, original, tenant_id, user_id)
+        except ScaiError:
+            metrics.observe_dispatch(target.backend, "transcribe", "error")
+            raise
+        metrics.observe_dispatch(
+            transcript.backend, "transcribe", "success", time.monotonic() - started
+        )
+        return transcript

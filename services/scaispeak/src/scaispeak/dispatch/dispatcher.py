@@ -12,10 +12,9 @@ import structlog
 
 from scaicommon.audio import Pcm
 from scaicommon.errors import ScaiError
-from scaicommon.grpcclient import NodeCallError
 from scaicommon.nodes import NodeInfo
 from scaicommon.policy import Choice, PolicyStore, resolve_backend
-from scaicommon.relay import RelayError, speech_voice_reason
+from scaicommon.relay import speech_voice_reason
 from scaicommon.runtime import Runtime
 from scaicommon.warm import WarmRegistry
 from scaispeak.dispatch.node import ENGINE_KIND, NODE_MAX_CHARS, NodeVoice, synthesize_on_node
@@ -27,12 +26,6 @@ from scaispeak.settings import SpeakSettings
 from scaispeak.store.voices import Voice
 
 log = structlog.get_logger("scaispeak.dispatch")
-
-
-def _may_fail_over(error: ScaiError) -> bool:
-    if isinstance(error, NodeCallError | RelayError):
-        return error.failover_eligible
-    return False
 
 
 def _capabilities(voice: Voice) -> tuple[str, ...]:
@@ -99,15 +92,18 @@ class SpeakDispatcher:
             api_form="speak",
         )
 
-    async def _next(self, failed: Choice[NodeInfo], voice: Voice) -> Choice[NodeInfo]:
-        """The one failover: another A node when there is one, else the next backend."""
+    async def _next(
+        self, failed: Choice[NodeInfo], voice: Voice, error: ScaiError
+    ) -> Choice[NodeInfo]:
+        """The one failover after ``error``: another A node when there is one, else the next
+        backend (see :meth:`Choice.failover_after` for what is raised when none is left)."""
         if failed.backend == "A" and failed.node is not None:
             other = await self._runtime.nodes.resolve_audio_node(
                 ENGINE_KIND, capabilities=_capabilities(voice), exclude=(failed.node.node_id,)
             )
             if other is not None:
                 return replace(failed, node=other, fallbacks=())
-        return await failed.failover()
+        return await failed.failover_after(error)
 
     async def synthesize(
         self,
@@ -143,24 +139,18 @@ class SpeakDispatcher:
                         yield pcm
                 break
             except ScaiError as error:
-                if progress.started or failed_over or not _may_fail_over(error):
-                    metrics.dispatch.labels(
-                        backend=current.backend, operation="synthesize", outcome="error"
-                    ).inc()
+                if progress.started or failed_over or not error.failover_eligible:
+                    metrics.observe_dispatch(current.backend, "synthesize", "error")
                     raise
                 log.warning("dispatch_failover", backend=current.backend, code=error.code)
                 try:
-                    current = await self._next(current, voice)
-                except ScaiError as exhausted:
-                    if error.code.endswith("_BACKEND_UNAVAILABLE"):
-                        raise exhausted from None
-                    raise error from None
+                    current = await self._next(current, voice, error)
+                except ScaiError:
+                    metrics.observe_dispatch(current.backend, "synthesize", "error")
+                    raise
                 failed_over = True
-        metrics.dispatch.labels(
-            backend=current.backend, operation="synthesize", outcome="success"
-        ).inc()
-        metrics.dispatch_duration.labels(backend=current.backend, operation="synthesize").observe(
-            time.monotonic() - started
+        metrics.observe_dispatch(
+            current.backend, "synthesize", "success", time.monotonic() - started
         )
 
     def _run(
