@@ -17,26 +17,19 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from benchkit import RESULTS, TENANT, USER, running_service
 
-from scaicommon.testing import (
-    ManagedProcess,
-    free_port,
-    fresh_database,
-    start_scaikey,
-)
-from scaicommon.testing.services import start_s3
+from scaicommon.testing import start_scaikey
 from scaidevstack.scaikey import KeyStore
 
 REQUESTS = int(os.environ.get("SCAI_BENCH_REQUESTS", "2000"))
 WARMUP = 200
-RESULTS = Path(__file__).parent / "results"
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -70,67 +63,21 @@ def timed(client: httpx.Client, url: str, headers: dict[str, str], expect: int) 
 
 def main() -> int:
     """Run the benchmark and print the table."""
-    admin = os.environ.get(
-        "SCAI_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-    )
-    redis_url = os.environ.get("SCAI_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
     state = Path(tempfile.mkdtemp(prefix="scai-bench-"))
-    with fresh_database(admin) as dsn, start_s3() as s3:
-        scaikey = start_scaikey(state)
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SCAIECHO_")}
-        env.update(
-            {
-                "SCAIECHO_DATABASE_URL": dsn,
-                "SCAIECHO_REDIS_URL": redis_url,
-                "SCAIECHO_S3_ENDPOINT_URL": s3.url,
-                "SCAIECHO_S3_ACCESS_KEY": s3.access_key,
-                "SCAIECHO_S3_SECRET_KEY": s3.secret_key,
-                "SCAIECHO_ENV": "development",
-                "SCAIECHO_HOST": "127.0.0.1",
-                "SCAIECHO_PORT": str(port),
-                "SCAIECHO_SCAIKEY_BASE_URL": scaikey.base_url,
-                "SCAIECHO_LOG_LEVEL": "warning",
-                "SCAIECHO_RATE_LIMIT_PER_KEY": "0",
-                "SCAIECHO_RATE_LIMIT_PER_USER": "1000000",
-                "SCAIECHO_RATE_LIMIT_PER_TENANT": "1000000",
-            }
-        )
-        subprocess.run(
-            [sys.executable, "-m", "scaiecho", "migrate"], env=env, check=True, capture_output=True
-        )
-        created = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "scaiecho",
-                "apikeys",
-                "create",
-                "--tenant",
-                "tnt_bench",
-                "--user",
-                "usr_bench",
-                "--role",
-                "tenant_admin",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        key = json.loads(created.stdout)["key"]
-        jwt = KeyStore(state).mint(
-            tenant="tnt_bench",
-            user="usr_bench",
-            roles=["tenant_admin"],
-            issuer_base=scaikey.base_url,
-        )
-        base = f"http://127.0.0.1:{port}"
-        service = ManagedProcess(
-            ["-m", "scaiecho", "serve"], env=env, ready_url=f"{base}/healthz", name="scaiecho"
-        ).start()
-        try:
-            with httpx.Client(base_url=base) as client:
+    scaikey = start_scaikey(state)
+    settings = {
+        "scaikey_base_url": scaikey.base_url,
+        "rate_limit_per_key": "0",
+        "rate_limit_per_user": "1000000",
+        "rate_limit_per_tenant": "1000000",
+    }
+    try:
+        with running_service("scaiecho", settings) as service:
+            key = service.create_key(roles=("tenant_admin",))
+            jwt = KeyStore(state).mint(
+                tenant=TENANT, user=USER, roles=["tenant_admin"], issuer_base=scaikey.base_url
+            )
+            with httpx.Client(base_url=service.base) as client:
                 rows = {
                     "healthz": timed(client, "/healthz", {}, 200),
                     "api_key": timed(
@@ -140,9 +87,8 @@ def main() -> int:
                         client, "/v1/modules/scaiecho/nope", {"Authorization": f"Bearer {jwt}"}, 404
                     ),
                 }
-        finally:
-            service.stop()
-            scaikey.stop()
+    finally:
+        scaikey.stop()
     table = {name: percentiles(samples) for name, samples in rows.items()}
     floor = table["healthz"]["p50_ms"]
     print(f"HTTP layer, {REQUESTS} sequential requests each, one client, {platform.machine()}")

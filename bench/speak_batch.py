@@ -17,32 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
-import os
-import platform
-import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import psycopg
+from benchkit import RUNS, TENANT, USER, report, running_service, summary
 
 from scaicommon._proto.scaiinfer.v1 import audio_node_pb2 as pb
 from scaicommon.audio import Pcm, wav_bytes
 from scaicommon.ids import new_id
 from scaicommon.storage import ObjectStore
-from scaicommon.testing import ManagedProcess, free_port, fresh_database
-from scaicommon.testing.services import S3Endpoint, start_s3
+from scaicommon.testing.services import S3Endpoint
 from scaidevstack.node.testing import start_node
 from scaidevstack.speechgen import piper_speech
 
-RUNS = int(os.environ.get("SCAI_BENCH_RUNS", "8"))
-RESULTS = Path(__file__).parent / "results"
-TENANT = "tnt_bench"
-USER = "usr_bench"
 TEXT = (
     "Thanks everyone for joining. Let's start with the release status. The build is green, "
     "the documentation is ready, and we ship on Thursday after the final review."
@@ -51,15 +41,6 @@ REFERENCE_TEXT = (
     "The morning train leaves the station at half past seven. Please bring your ticket and "
     "a warm coat, and something to read on the way."
 )
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    """Median, min and max in milliseconds."""
-    return {
-        "p50_ms": round(statistics.median(samples) * 1000, 1),
-        "min_ms": round(min(samples) * 1000, 1),
-        "max_ms": round(max(samples) * 1000, 1),
-    }
 
 
 def store_voice(dsn: str, s3: S3Endpoint, wav: bytes) -> str:
@@ -94,82 +75,28 @@ async def _put(objects: ObjectStore, key: str, data: bytes) -> None:
 
 def main() -> int:
     """Run the comparison and print the table."""
-    admin = os.environ.get(
-        "SCAI_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-    )
-    redis_url = os.environ.get("SCAI_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
     reference: np.ndarray = piper_speech(REFERENCE_TEXT, 24000)
     wav = wav_bytes(Pcm(reference.astype(np.int16).tobytes(), 24000))
     node = start_node(engines=("tts",))
+    settings = {
+        "nodes": node.grpc_target,
+        "default_allowed_backends": "A",
+        "default_backend": "A",
+        "rate_limit_enabled": "false",
+    }
     try:
-        with fresh_database(admin) as dsn, start_s3() as s3:
-            port = free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("SCAISPEAK_")}
-            env.update(
-                {
-                    "SCAISPEAK_DATABASE_URL": dsn,
-                    "SCAISPEAK_REDIS_URL": redis_url,
-                    "SCAISPEAK_S3_ENDPOINT_URL": s3.url,
-                    "SCAISPEAK_S3_ACCESS_KEY": s3.access_key,
-                    "SCAISPEAK_S3_SECRET_KEY": s3.secret_key,
-                    "SCAISPEAK_ENV": "development",
-                    "SCAISPEAK_HOST": "127.0.0.1",
-                    "SCAISPEAK_PORT": str(port),
-                    "SCAISPEAK_NODES": node.grpc_target,
-                    "SCAISPEAK_DEFAULT_ALLOWED_BACKENDS": "A",
-                    "SCAISPEAK_DEFAULT_BACKEND": "A",
-                    "SCAISPEAK_LOG_LEVEL": "warning",
-                    "SCAISPEAK_RATE_LIMIT_ENABLED": "false",
-                }
-            )
-            subprocess.run(
-                [sys.executable, "-m", "scaispeak", "migrate"],
-                env=env,
-                check=True,
-                capture_output=True,
-            )
-            voice_id = store_voice(dsn, s3, wav)
-            created = subprocess.run(
-                [sys.executable, "-m", "scaispeak", "apikeys", "create", "--tenant", TENANT,
-                 "--user", USER, "--permission", "scaispeak:synthesize"],
-                env=env, check=True, capture_output=True, text=True,
-            )  # fmt: skip
-            key = json.loads(created.stdout)["key"]
-            base = f"http://127.0.0.1:{port}"
-            service = ManagedProcess(
-                ["-m", "scaispeak", "serve"], env=env, ready_url=f"{base}/healthz", name="scaispeak"
-            ).start()
-            try:
-                wait_for_node(base, key, voice_id)
-                rows, audio_ms = compare(node.stub(), base, key, voice_id, wav)
-            finally:
-                service.stop()
+        with running_service("scaispeak", settings) as service:
+            voice_id = store_voice(service.dsn, service.s3, wav)
+            key = service.create_key("scaispeak:synthesize")
+            wait_for_node(service.base, key, voice_id)
+            rows, audio_ms = compare(node.stub(), service.base, key, voice_id, wav)
     finally:
         node.stop()
-    grpc_p50, http_p50 = rows["grpc"]["p50_ms"], rows["http"]["p50_ms"]
-    ratio = round(http_p50 / grpc_p50, 3)
-    print(f"ScaiSpeak inline /speak vs direct Synthesize, {RUNS} runs each, {len(TEXT)} chars, "
-          f"{audio_ms / 1000:.1f} s of speech, {platform.machine()}")  # fmt: skip
-    print(f"{'path':<8}{'p50 ms':>10}{'min ms':>10}{'max ms':>10}")
-    for name, row in rows.items():
-        print(f"{name:<8}{row['p50_ms']:>10.1f}{row['min_ms']:>10.1f}{row['max_ms']:>10.1f}")
-    print(f"ratio http/grpc (p50) = {ratio}")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "speak_batch.json"
-    out.write_text(
-        json.dumps(
-            {
-                "runs": RUNS,
-                "chars": len(TEXT),
-                "audio_ms": audio_ms,
-                "results": rows,
-                "ratio": ratio,
-                "machine": platform.machine(),
-            },
-            indent=2,
-        )
+    title = (
+        f"ScaiSpeak inline /speak vs direct Synthesize, {len(TEXT)} chars, "
+        f"{audio_ms / 1000:.1f} s of speech"
     )
-    print(f"written {out}")
+    report("speak_batch", title, rows, chars=len(TEXT), audio_ms=audio_ms)
     return 0
 
 

@@ -308,6 +308,22 @@ class SynthJobRunner:
         options = SpeakOptions.from_json(job.params)
         params = options.merge(voice, job.sample_rate)
         progress = SynthesisProgress()
+
+        async def meter(
+            units: int, error: ScaiError | None, output_audio_ms: int | None = None
+        ) -> None:
+            await self._speak.meter(
+                subject,
+                operation="speak.job",
+                progress=progress,
+                units=units,
+                started=started,
+                error=error,
+                output_audio_ms=output_audio_ms,
+                job_id=job.id,
+                request_id=job.request_id,
+            )
+
         synthesizer = self._speak.synthesizer
         try:
             choice = await synthesizer.resolve(job.tenant_id, voice, job.backend_preference)
@@ -325,47 +341,22 @@ class SynthJobRunner:
                 progress=progress,
             )
         except ScaiError as error:
-            await self._speak.meter(
-                subject,
-                operation="speak.job",
-                progress=progress,
-                units=progress.chars_done,
-                started=started,
-                error=error,
-                job_id=job.id,
-                request_id=job.request_id,
-            )
+            await meter(progress.chars_done, error)
             await self._retry_or_fail(job, error)
         except asyncio.CancelledError:
             # Deleted while running: what was synthesised stays metered (§5.5).
             with contextlib.suppress(Exception):
                 await asyncio.shield(
-                    self._speak.meter(
-                        subject,
-                        operation="speak.job",
-                        progress=progress,
-                        units=progress.chars_done,
-                        started=started,
-                        error=ScaiError("INTERNAL_ERROR", "job deleted while running"),
-                        job_id=job.id,
-                        request_id=job.request_id,
+                    meter(
+                        progress.chars_done,
+                        ScaiError("INTERNAL_ERROR", "job deleted while running"),
                     )
                 )
             raise
         audio = await encode(result.pcm, job.response_format, job.sample_rate)
         key = output_key(self._deps, job.id, job.response_format)
         await self._deps.runtime.objects.put(key, audio.data, content_type=audio.content_type)
-        await self._speak.meter(
-            subject,
-            operation="speak.job",
-            progress=progress,
-            units=job.chars,
-            started=started,
-            error=None,
-            output_audio_ms=audio.duration_ms,
-            job_id=job.id,
-            request_id=job.request_id,
-        )
+        await meter(job.chars, None, output_audio_ms=audio.duration_ms)
         await VoiceService(self._deps).record_license_use(voice, job.chars)
         output = SynthOutput(
             result.backend,
